@@ -1,0 +1,1143 @@
+"""Server-side HTTP sessions kept in your own SQL database, through Peewee.
+
+peewee-sessions is the Python counterpart of Node's express-session with
+connect-session-knex: the same table, the same signed cookie and the same
+session JSON, on SQLite, PostgreSQL and MySQL/MariaDB. A Bottle app and an
+Express app can share one table and one log-in.
+
+The store on its own::
+
+    from peewee import PostgresqlDatabase
+    from peewee_sessions import PeeweeSessionStore
+
+    store = PeeweeSessionStore(PostgresqlDatabase("app", host="127.0.0.1"))
+    store.set("some-id", {"cookie": {"originalMaxAge": 86400000}, "user": "alice"})
+    store.get("some-id")        # -> {"cookie": {...}, "user": "alice"}
+
+With Bottle::
+
+    import bottle
+    from peewee_sessions import SessionPlugin
+
+    app = bottle.Bottle()
+    app.install(SessionPlugin(db, secret="a long random string"))
+
+    @app.get("/")
+    def index(session):
+        session["views"] = session.get("views", 0) + 1
+        return f"{session['views']} views"
+
+The module needs only the standard library and peewee; bottle is imported by
+the plugin when it is installed.
+"""
+
+import datetime
+import email.utils
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import threading
+import urllib.parse
+from base64 import b64encode
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+
+import peewee
+
+__version__ = "0.1.0"
+__all__ = [
+    "PeeweeSessionStore",
+    "SessionPlugin",
+    "Session",
+    "SessionCookie",
+    "SessionStoreError",
+    "TableMissingError",
+    "sign_session_id",
+    "unsign_session_id",
+]
+
+logger = logging.getLogger(__name__)
+
+UTC = datetime.timezone.utc
+ONE_DAY = datetime.timedelta(days=1)
+DEFAULT_SQLITE_FILE = "peewee_sessions.sqlite"
+MAX_SID_LENGTH = 255  # the sid column is varchar(255)
+
+
+class SessionStoreError(Exception):
+    """Base class of this library's errors about the session table."""
+
+
+class TableMissingError(SessionStoreError):
+    """The session table does not exist and the store may not create it."""
+
+
+# -- Time: every expiry is an instant in UTC -------------------------------------------------
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+def _as_utc(value: datetime.datetime) -> datetime.datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _parse_iso(text: str) -> datetime.datetime:
+    """Parse ISO-8601 as JavaScript's Date#toISOString writes it ("...T12:00:00.123Z")."""
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return _as_utc(datetime.datetime.fromisoformat(text))
+
+
+def _iso_z(value: datetime.datetime) -> str:
+    """Format like JavaScript's Date#toISOString: UTC, milliseconds, a trailing Z."""
+    value = _as_utc(value)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (value.microsecond // 1000)
+
+
+# Each database keeps the expiry the way connect-session-knex writes it, so that
+# rows written by either side compare correctly against a bound UTC parameter.
+_EXPIRY_TO_DB = {
+    "postgresql": _as_utc,  # timestamptz stores the instant
+    "mysql": lambda value: _as_utc(value).replace(tzinfo=None, microsecond=0),  # DATETIME, UTC
+    "sqlite": _iso_z,  # ISO text; same-format text compares in time order
+}
+
+
+def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
+    if isinstance(value, str):
+        return _parse_iso(value)
+    return _as_utc(value)
+
+
+# -- JSON: what a session may hold -----------------------------------------------------------
+
+
+def _to_json(value: Any) -> str:
+    """Encode a session as JSON, or raise TypeError naming the key that cannot be stored."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value), exc)
+        ) from None
+
+
+def _find_unstorable(value: Any, path: str = "session", seen: Optional[set] = None) -> str:
+    """The path of the first value json.dumps refuses (a type, NaN or a cycle)."""
+    seen = set() if seen is None else seen
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in seen:
+            return path + " (a reference cycle)"
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            try:
+                json.dumps(item, allow_nan=False)
+            except (TypeError, ValueError):
+                return _find_unstorable(item, "%s[%r]" % (path, key), seen)
+            except RecursionError:
+                return "%s[%r] (nested too deeply)" % (path, key)
+    return path
+
+
+def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
+    """Decode a stored sess value; a damaged one is logged and reads as no session."""
+    try:
+        sess = json.loads(raw) if isinstance(raw, (str, bytes, bytearray)) else raw
+    except ValueError as exc:
+        logger.warning("session %.8s...: stored data is not valid JSON (%s); treated as missing", sid, exc)
+        return None
+    if not isinstance(sess, dict):
+        logger.warning("session %.8s...: stored data is not a JSON object; treated as missing", sid)
+        return None
+    return sess
+
+
+def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
+    """When a session expires: cookie.expires, else now + cookie.maxAge ms, else now + 1 day."""
+    cookie = sess.get("cookie")
+    if not isinstance(cookie, dict):
+        return now + ONE_DAY
+    expires = cookie.get("expires")
+    if isinstance(expires, datetime.datetime):
+        return _as_utc(expires)
+    if isinstance(expires, str):
+        try:
+            return _parse_iso(expires)
+        except ValueError:
+            raise ValueError("sess['cookie']['expires'] is not an ISO-8601 date: %r" % expires) from None
+    if expires is not None:
+        raise ValueError("sess['cookie']['expires'] must be a str, a datetime or None, not %r" % (expires,))
+    max_age = cookie.get("maxAge", cookie.get("originalMaxAge"))
+    if max_age is None:
+        return now + ONE_DAY
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)):
+        raise ValueError("sess['cookie']['maxAge'] must be a number of milliseconds, not %r" % (max_age,))
+    try:
+        return now + datetime.timedelta(milliseconds=max_age)
+    except OverflowError:
+        raise ValueError("sess['cookie']['maxAge'] is out of range: %r" % (max_age,)) from None
+
+
+def _is_valid_sid(sid: Any) -> bool:
+    return isinstance(sid, str) and 0 < len(sid) <= MAX_SID_LENGTH and sid.isprintable()
+
+
+def _check_sid(sid: Any) -> None:
+    if not _is_valid_sid(sid):
+        raise ValueError(
+            "a session id is a non-empty printable str of at most %d characters, not %.80r"
+            % (MAX_SID_LENGTH, sid)
+        )
+
+
+# -- The model: connect-session-knex's table, built at run time -------------------------------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MAX_IDENTIFIER = 63  # PostgreSQL's limit; MySQL's is 64
+_INDEX_SUFFIX = "_expired_index"  # knex's name for the index on `expired`
+
+
+def _check_identifier(name: Any, what: str, max_length: int = _MAX_IDENTIFIER) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.match(name) or len(name) > max_length:
+        raise ValueError(
+            "%s must be a plain SQL identifier (letters, digits, _; at most %d characters), not %r"
+            % (what, max_length, name)
+        )
+    return name
+
+
+def _database_of(db: peewee.Database) -> peewee.Database:
+    """The real database behind a DatabaseProxy (or the database itself)."""
+    while isinstance(db, peewee.DatabaseProxy):
+        if db.obj is None:
+            raise SessionStoreError("the DatabaseProxy has not been initialized yet")
+        db = db.obj
+    return db
+
+
+def _dialect_of(db: peewee.Database) -> str:
+    db = _database_of(db)
+    for cls, dialect in (
+        (peewee.PostgresqlDatabase, "postgresql"),
+        (peewee.MySQLDatabase, "mysql"),
+        (peewee.SqliteDatabase, "sqlite"),
+    ):
+        if isinstance(db, cls):
+            return dialect
+    raise TypeError("peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__)
+
+
+class SessionDataField(peewee.Field):
+    """`sess`: json on PostgreSQL and MySQL/MariaDB, text on SQLite; Python dicts in and out."""
+
+    _column_types = {"postgresql": "JSON", "mysql": "JSON", "sqlite": "TEXT"}
+
+    def ddl_datatype(self, ctx):
+        return peewee.SQL(self._column_types[_dialect_of(self.model._meta.database)])
+
+    def db_value(self, value):
+        return None if value is None else _to_json(value)
+
+    def python_value(self, value):
+        if value is None or _dialect_of(self.model._meta.database) == "postgresql":
+            return value  # psycopg2 has decoded it already
+        return _session_from_json("?", value)
+
+
+class ExpiryField(peewee.Field):
+    """`expired`: timestamptz on PostgreSQL, a UTC DATETIME on MySQL, ISO text on SQLite."""
+
+    _column_types = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME", "sqlite": "DATETIME"}
+
+    def ddl_datatype(self, ctx):
+        return peewee.SQL(self._column_types[_dialect_of(self.model._meta.database)])
+
+    def db_value(self, value):
+        if value is None or not isinstance(value, datetime.datetime):
+            return value
+        return _EXPIRY_TO_DB[_dialect_of(self.model._meta.database)](value)
+
+    def python_value(self, value):
+        return None if value is None else _expiry_from_db(value)
+
+
+def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> type:
+    """A peewee model of the session table: `sid` (its column named sid_field_name), `sess`, `expired`."""
+    _check_identifier(table_name, "table_name", _MAX_IDENTIFIER - len(_INDEX_SUFFIX))
+    _check_identifier(sid_field_name, "sid_field_name")
+
+    class Meta:
+        database = db
+
+    Meta.table_name = table_name
+    attrs = {
+        "sid": peewee.CharField(max_length=MAX_SID_LENGTH, primary_key=True, column_name=sid_field_name),
+        "sess": SessionDataField(),
+        "expired": ExpiryField(),
+        "Meta": Meta,
+        "__module__": __name__,
+    }
+    model = type("Session_" + table_name, (peewee.Model,), attrs)
+    # Named explicitly: peewee derives index names from the class name, which two stores may share.
+    model.add_index(peewee.ModelIndex(model, (model.expired,), name=table_name + _INDEX_SUFFIX))
+    return model
+
+
+# -- The store -------------------------------------------------------------------------------
+
+
+class _Statements:
+    """The store's SQL, written once per store: identifiers validated and quoted, values always bound."""
+
+    def __init__(self, db: peewee.Database, dialect: str, table: str, sid_column: str) -> None:
+        open_quote, close_quote = db.quote
+        t = open_quote + table + close_quote
+        sid = open_quote + sid_column + close_quote
+        p = db.param
+        upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
+        # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
+        sess = "CAST(sess AS TEXT)" if dialect == "postgresql" else "sess"
+        self.get = f"SELECT {sess}, expired FROM {t} WHERE {sid} = {p} AND expired > {p}"
+        # Values are bound twice (insert, then update) so one form serves all three databases.
+        self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {upsert} sess = {p}, expired = {p}"
+        self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
+        self.destroy = f"DELETE FROM {t} WHERE {sid} = {p}"
+        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
+        self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
+        self.clear = f"DELETE FROM {t}"
+        # Deleting in bounded batches keeps each statement's locks short.
+        if dialect == "mysql":
+            self.sweep_batch = f"DELETE FROM {t} WHERE expired <= {p} LIMIT {p}"
+        else:
+            lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+            self.sweep_batch = (
+                f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p} LIMIT {p}{lock})"
+            )
+
+
+class PeeweeSessionStore:
+    """Sessions in a SQL table, with express-session's store semantics.
+
+    `db` is any peewee database (SQLite, PostgreSQL, MySQL/MariaDB, pooled or
+    behind a DatabaseProxy); None means SQLite in ./peewee_sessions.sqlite (WAL).
+    The table (connect-session-knex's schema) is created when missing unless
+    create_table=False. Expired rows are swept every `clear_interval` seconds
+    on a daemon timer started on first use; 0 or None disables it.
+    """
+
+    def __init__(
+        self,
+        db: Optional[peewee.Database] = None,
+        *,
+        table_name: str = "sessions",
+        sid_field_name: str = "sid",
+        create_table: bool = True,
+        clear_interval: Optional[float] = 60.0,
+        on_cleanup_error: Optional[Callable[[Exception], Any]] = None,
+        sweep_batch_size: int = 1000,
+    ) -> None:
+        self._owns_db = db is None
+        if db is None:
+            db = peewee.SqliteDatabase(
+                DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"}, timeout=10
+            )
+        self.db = db
+        self.model = build_session_model(db, table_name, sid_field_name)
+        self.table_name = table_name
+        self.sid_field_name = sid_field_name
+        self.create_table = create_table
+        self.sweep_batch_size = int(sweep_batch_size)
+        if self.sweep_batch_size < 1:
+            raise ValueError("sweep_batch_size must be at least 1")
+        self._sweeper = _Sweeper(self, clear_interval, on_cleanup_error)
+        self._lock = threading.Lock()
+        self._sql: Optional[_Statements] = None
+        self._to_db_time: Callable[[datetime.datetime], Any] = _as_utc
+        # A DatabaseProxy may be initialized after the store is made: then the
+        # table is checked on first use instead of here.
+        if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:
+            self._prepare()
+
+    # The table and the statements, once per store.
+
+    def _prepare(self) -> _Statements:
+        with self._lock:
+            if self._sql is None:
+                dialect = _dialect_of(self.db)
+                with self.connection():
+                    self._ensure_table()
+                self._to_db_time = _EXPIRY_TO_DB[dialect]
+                self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name)
+            return self._sql
+
+    def _ensure_table(self) -> None:
+        if self.db.table_exists(self.table_name):
+            return
+        if not self.create_table:
+            raise TableMissingError(
+                "the session table %r does not exist; create it (see `sql` in the README) "
+                "or pass create_table=True" % self.table_name
+            )
+        try:
+            self.model.create_table(safe=True)
+        except peewee.DatabaseError:
+            # Another process may have created it at the same moment.
+            if not self.db.table_exists(self.table_name):
+                raise
+
+    def connection(self) -> "_Connection":
+        """A context that opens a connection if this thread has none, and closes only what it opened."""
+        return _Connection(self.db)
+
+    def _run(self, sql: str, params: tuple) -> Any:
+        self._sweeper.start_if_needed()
+        with self.connection():
+            return self.db.execute_sql(sql, params)
+
+    def _fetchone(self, sql: str, params: tuple) -> Optional[tuple]:
+        self._sweeper.start_if_needed()
+        with self.connection():
+            return self.db.execute_sql(sql, params).fetchone()
+
+    def _fetchall(self, sql: str, params: tuple) -> list:
+        self._sweeper.start_if_needed()
+        with self.connection():
+            return self.db.execute_sql(sql, params).fetchall()
+
+    @property
+    def _statements(self) -> _Statements:
+        return self._sql or self._prepare()
+
+    def _now_param(self) -> Any:
+        return self._to_db_time(_utcnow())
+
+    # express-session's store API.
+
+    def get(self, sid: str) -> Optional[dict]:
+        """The stored session, or None when it is missing, expired or damaged."""
+        found = self.get_with_expiry(sid)
+        return None if found is None else found[0]
+
+    def get_with_expiry(self, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
+        """(session, expiry as an aware UTC datetime), or None like get()."""
+        _check_sid(sid)
+        row = self._fetchone(self._statements.get, (sid, self._now_param()))
+        if row is None:
+            return None
+        sess = _session_from_json(sid, row[0])
+        return None if sess is None else (sess, _expiry_from_db(row[1]))
+
+    def set(self, sid: str, sess: dict) -> None:
+        """Insert or replace a session, in one statement. Its expiry comes from sess['cookie']."""
+        _check_sid(sid)
+        if not isinstance(sess, dict):
+            raise TypeError("a session is a dict, not %s" % type(sess).__name__)
+        expires = _expiry_of(sess, _utcnow())
+        cookie = sess.get("cookie")
+        if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime.datetime):
+            sess = dict(sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"])))  # as a JS Date serializes
+        data = _to_json(sess)
+        expired = self._to_db_time(expires)
+        self._run(self._statements.set, (sid, data, expired, data, expired))
+
+    def touch(self, sid: str, sess: dict) -> None:
+        """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row."""
+        _check_sid(sid)
+        if not isinstance(sess, dict):
+            raise TypeError("a session is a dict, not %s" % type(sess).__name__)
+        now = _utcnow()
+        expired = self._to_db_time(_expiry_of(sess, now))
+        self._run(self._statements.touch, (expired, sid, self._to_db_time(now)))
+
+    def destroy(self, sid: str) -> int:
+        """Delete a session; returns how many rows went (0 or 1)."""
+        _check_sid(sid)
+        return self._run(self._statements.destroy, (sid,)).rowcount
+
+    def length(self) -> int:
+        """How many live sessions there are."""
+        return self._fetchone(self._statements.length, (self._now_param(),))[0]
+
+    def all(self) -> Dict[str, dict]:
+        """Every live session, by id (damaged rows are logged and left out)."""
+        rows = self._fetchall(self._statements.all, (self._now_param(),))
+        sessions = ((sid, _session_from_json(sid, raw)) for sid, raw in rows)
+        return {sid: sess for sid, sess in sessions if sess is not None}
+
+    def clear(self) -> int:
+        """Delete every session; returns how many rows went."""
+        return self._run(self._statements.clear, ()).rowcount
+
+    def sweep(self) -> int:
+        """Delete the expired sessions now, in batches; returns how many rows went."""
+        sql, batch = self._statements.sweep_batch, self.sweep_batch_size
+        deleted = 0
+        with self.connection():
+            while True:
+                count = self.db.execute_sql(sql, (self._now_param(), batch)).rowcount
+                deleted += count
+                if count < batch:
+                    return deleted
+
+    def close(self) -> None:
+        """Stop the sweeper (and close the database if the store made it)."""
+        self._sweeper.stop()
+        if self._owns_db:
+            self.db.close()
+
+    def __enter__(self) -> "PeeweeSessionStore":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<PeeweeSessionStore %s on %s>" % (self.table_name, type(_database_of(self.db)).__name__)
+
+
+class _Connection:
+    """Opens this thread's connection when it has none, and on exit closes only what it opened."""
+
+    __slots__ = ("db", "opened")
+
+    def __init__(self, db: peewee.Database) -> None:
+        self.db = db
+        self.opened = False
+
+    def open(self) -> None:
+        if not self.opened:
+            self.opened = self.db.connect(reuse_if_open=True)
+
+    def close(self) -> None:
+        if self.opened:
+            self.opened = False
+            self.db.close()
+
+    def __enter__(self) -> "_Connection":
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+# -- Cookie signing: express-session's "s:<sid>.<HMAC-SHA256>" ---------------------------------
+
+
+def sign_session_id(sid: str, secret: str) -> str:
+    """The cookie value express-session writes for a session id (before URL-encoding)."""
+    mac = hmac.new(secret.encode("utf-8"), sid.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "s:%s.%s" % (sid, b64encode(mac.digest()).decode("ascii").rstrip("="))
+
+
+def unsign_session_id(value: str, secrets_: Iterable[str]) -> Optional[str]:
+    """The session id in a signed cookie value, or None unless one of the secrets signed it."""
+    dot = value.rfind(".")
+    if not value.startswith("s:") or dot < 2:
+        return None
+    sid = value[2:dot]
+    presented = value.encode("utf-8", "surrogatepass")
+    for secret in secrets_:
+        # Compare the whole recomputed value in constant time, as cookie-signature does.
+        if hmac.compare_digest(sign_session_id(sid, secret).encode("utf-8", "surrogatepass"), presented):
+            return sid
+    return None
+
+
+_MAX_COOKIE_VALUE = 1024  # a signed 255-character id, URL-encoded, fits with room to spare
+
+
+def _read_cookie(header: str, name: str) -> Optional[str]:
+    """The first cookie called `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
+    for part in header.split(";"):
+        key, eq, value = part.partition("=")
+        if eq and key.strip() == name:
+            value = value.strip()
+            if len(value) > _MAX_COOKIE_VALUE:
+                return None
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return urllib.parse.unquote(value) if "%" in value else value
+    return None
+
+
+def _encode_cookie_value(value: str) -> str:
+    return urllib.parse.quote(value, safe="-_.!~*'()")  # JavaScript's encodeURIComponent
+
+
+# -- The session object ----------------------------------------------------------------------
+
+
+class SessionCookie:
+    """The session cookie's settings, as `req.session.cookie` in express-session.
+
+    `max_age` (seconds, None for a browser-session cookie) belongs to the session:
+    change it for a "remember me" log-in and it is saved with the session. The
+    other attributes come from the plugin's settings.
+    """
+
+    __slots__ = ("max_age", "expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
+
+    def __init__(
+        self,
+        max_age: Optional[float] = None,
+        path: str = "/",
+        domain: Optional[str] = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: Optional[str] = "Lax",
+        partitioned: bool = False,
+        priority: Optional[str] = None,
+    ) -> None:
+        self.max_age = max_age
+        self.expires: Optional[datetime.datetime] = None
+        self.path = path
+        self.domain = domain
+        self.secure = secure
+        self.httponly = httponly
+        self.samesite = samesite
+        self.partitioned = partitioned
+        self.priority = priority
+
+    def reset_expiry(self, now: datetime.datetime) -> None:
+        """Start the lifetime again from now (express-session's resetMaxAge)."""
+        self.expires = None if self.max_age is None else now + datetime.timedelta(seconds=self.max_age)
+
+    def to_json(self) -> dict:
+        """express-session's cookie JSON: its keys, in its order, absent ones left out."""
+        data: Dict[str, Any] = {"originalMaxAge": _js_number(self.max_age * 1000) if self.max_age is not None else None}
+        if self.partitioned:
+            data["partitioned"] = True
+        if self.priority:
+            data["priority"] = self.priority.lower()
+        data["expires"] = None if self.expires is None else _iso_z(self.expires)
+        if self.secure:
+            data["secure"] = True
+        data["httpOnly"] = self.httponly
+        if self.domain:
+            data["domain"] = self.domain
+        data["path"] = self.path
+        if self.samesite:
+            data["sameSite"] = self.samesite.lower()
+        return data
+
+    def header(self, name: str, value: str) -> str:
+        """A Set-Cookie header value, attributes in the order Node's `cookie` serializes them."""
+        parts = ["%s=%s" % (name, _encode_cookie_value(value))]
+        if self.domain:
+            parts.append("Domain=" + self.domain)
+        parts.append("Path=" + self.path)
+        if self.expires is not None:
+            parts.append("Expires=" + email.utils.format_datetime(_as_utc(self.expires), usegmt=True))
+        if self.httponly:
+            parts.append("HttpOnly")
+        if self.secure:
+            parts.append("Secure")
+        if self.partitioned:
+            parts.append("Partitioned")
+        if self.priority:
+            parts.append("Priority=" + self.priority.capitalize())
+        if self.samesite:
+            parts.append("SameSite=" + self.samesite.capitalize())
+        return "; ".join(parts)
+
+    def __repr__(self) -> str:
+        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key, getattr(self, key)) for key in self.__slots__)
+
+
+def _js_number(value: float) -> Union[int, float]:
+    """JavaScript writes integral numbers without a fraction."""
+    return int(value) if float(value).is_integer() else value
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Session(dict):
+    """One request's session: a dict of JSON values, loaded from the store on first use.
+
+    Attributes: `id`, `cookie` (a SessionCookie), `is_new` (not found in the
+    store when the request came in). Methods: regenerate(), destroy(),
+    reload(), save(), touch(). The plugin saves it when the callback returns.
+    """
+
+    def __init__(self, plugin: "SessionPlugin", environ: dict, options: "_RouteOptions") -> None:
+        super().__init__()
+        self._plugin = plugin
+        self._options = options
+        self._environ = environ
+        self._connection = plugin.store.connection()
+        self._cookie_sid = plugin._sid_from_request(environ)
+        self._loaded = False
+        self._destroyed = False
+
+    # Loading, on first use.
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        found = None
+        if self._cookie_sid is not None:
+            self._connection.open()
+            found = self._plugin.store.get_with_expiry(self._cookie_sid)
+        if found is None:
+            self._start_new()
+        else:
+            self._adopt(self._cookie_sid, *found)
+
+    def _start_new(self) -> None:
+        dict.clear(self)
+        self._id = self._plugin._new_sid()
+        self._is_new = True
+        self._in_store = False
+        self._cookie = self._plugin._new_cookie(self._environ)
+        self._cookie.reset_expiry(_utcnow())
+        self._stored_expiry: Optional[datetime.datetime] = None
+        self._original = self._state()
+        self._saved: Optional[tuple] = None
+
+    def _adopt(self, sid: str, sess: dict, expiry: datetime.datetime) -> None:
+        dict.clear(self)
+        stored_cookie = sess.pop("cookie", None)
+        dict.update(self, sess)
+        self._id = sid
+        self._is_new = False
+        self._in_store = True
+        self._cookie = self._plugin._new_cookie(self._environ)
+        if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
+            max_age = stored_cookie["originalMaxAge"]
+            if max_age is None or (isinstance(max_age, (int, float)) and not isinstance(max_age, bool)):
+                self._cookie.max_age = None if max_age is None else max_age / 1000
+        self._cookie.reset_expiry(_utcnow())
+        self._stored_expiry = expiry
+        self._original = self._state()
+        self._saved = None if self._options.resave else self._original
+
+    def _state(self) -> tuple:
+        """What counts as a change: the id, the data (nested values included) and the lifetime."""
+        return (self._id, _to_json(dict.copy(self)), self._cookie.max_age)
+
+    @property
+    def id(self) -> str:
+        self._load()
+        return self._id
+
+    @property
+    def cookie(self) -> SessionCookie:
+        self._load()
+        return self._cookie
+
+    @property
+    def is_new(self) -> bool:
+        self._load()
+        return self._is_new
+
+    # What the callback may do.
+
+    def to_store(self) -> dict:
+        """The JSON document the store keeps: express-session's shape, cookie first."""
+        self._load()
+        if dict.__contains__(self, "cookie"):
+            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
+        sess = {"cookie": self._cookie.to_json()}
+        sess.update(dict.items(self))
+        return sess
+
+    def save(self) -> None:
+        """Write the session now (it is also saved after the callback if it changes again)."""
+        self._load()
+        state = self._state()
+        sess = self.to_store()
+        self._connection.open()
+        self._plugin.store.set(self._id, sess)
+        self._saved = state
+        self._in_store = True
+        self._stored_expiry = _expiry_of(sess, _utcnow())
+
+    def touch(self) -> None:
+        """Restart the session's lifetime now, in the cookie and in the store."""
+        self._load()
+        now = _utcnow()
+        self._cookie.reset_expiry(now)
+        if self._in_store:
+            sess = self.to_store()
+            self._connection.open()
+            self._plugin.store.touch(self._id, sess)
+            self._stored_expiry = _expiry_of(sess, now)
+
+    def regenerate(self) -> None:
+        """Move the data to a new id and delete the old row: call it on log-in (session fixation)."""
+        self._load()
+        self._delete_row()
+        self._id = self._plugin._new_sid()
+
+    def destroy(self) -> None:
+        """Delete the session and clear its cookie; what is stored afterwards starts a new session."""
+        self._load()
+        self._delete_row()
+        self._start_new()
+        self._destroyed = True
+
+    def reload(self) -> None:
+        """Read the session again from the store, dropping unsaved changes (a vanished one starts anew)."""
+        self._load()
+        found = None
+        if self._in_store:
+            self._connection.open()
+            found = self._plugin.store.get_with_expiry(self._id)
+        if found is None:
+            self._start_new()
+        else:
+            self._adopt(self._id, *found)
+
+    def _delete_row(self) -> None:
+        if self._in_store:
+            self._connection.open()
+            self._plugin.store.destroy(self._id)
+            self._in_store = False
+            self._saved = None
+
+    # After the callback: save, touch or neither, then the cookie (express-session's rules).
+
+    def _finish(self, response: Any) -> None:
+        if not self._loaded:
+            return  # never used: no query, no cookie
+        self._cookie.reset_expiry(_utcnow())
+        state = self._state()
+        modified = state != self._original
+        browser_has_id = self._id == self._cookie_sid
+        if self._saved is None and not browser_has_id and (self._destroyed or not self._options.save_uninitialized):
+            should_save = modified  # an empty new session is not stored
+        else:
+            should_save = state != self._saved
+        if should_save:
+            self.save()
+        elif browser_has_id:
+            self._touch_if_due()
+        if browser_has_id:
+            send_cookie = self._options.rolling or (modified and self._cookie.expires is not None)
+        else:
+            send_cookie = self._in_store
+        if send_cookie:
+            self._plugin._send_cookie(response, self._cookie, self._id, self._environ)
+        elif self._destroyed and self._cookie_sid is not None:
+            self._plugin._send_cookie(response, self._cookie, None, self._environ)
+
+    def _touch_if_due(self) -> None:
+        """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
+        sess = self.to_store()
+        now = _utcnow()
+        if (_expiry_of(sess, now) - self._stored_expiry).total_seconds() >= self._options.touch_after:
+            self._connection.open()
+            self._plugin.store.touch(self._id, sess)
+            self._stored_expiry = _expiry_of(sess, now)
+
+    def _release(self) -> None:
+        self._connection.close()
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return "<Session %.8s... %s>" % (self._id, dict.__repr__(self))
+
+
+def _loads_first(name: str) -> Callable:
+    method = getattr(dict, name)
+
+    def loading(self, *args, **kwargs):
+        self._load()
+        return method(self, *args, **kwargs)
+
+    loading.__name__ = name
+    loading.__doc__ = method.__doc__
+    return loading
+
+
+# Every way of reading or writing the dict loads the session first.
+for _name in (
+    "__getitem__", "__setitem__", "__delitem__", "__contains__", "__iter__", "__len__",
+    "__eq__", "__ne__", "__or__", "__ior__", "__reversed__",
+    "get", "keys", "values", "items", "pop", "popitem", "setdefault", "update", "clear", "copy",
+):  # fmt: skip
+    setattr(Session, _name, _loads_first(_name))
+del _name
+Session.__hash__ = None  # type: ignore[assignment]  # a mutable mapping, like dict
+
+
+# -- The Bottle plugin -----------------------------------------------------------------------
+
+
+class _RouteOptions:
+    """The options a route may override: @app.route(..., session={"rolling": True})."""
+
+    __slots__ = ("rolling", "resave", "save_uninitialized", "touch_after")
+
+    def __init__(self, rolling: bool, resave: bool, save_uninitialized: bool, touch_after: float) -> None:
+        self.rolling = rolling
+        self.resave = resave
+        self.save_uninitialized = save_uninitialized
+        self.touch_after = touch_after
+
+    def updated(self, overrides: Dict[str, Any]) -> "_RouteOptions":
+        unknown = set(overrides) - set(self.__slots__)
+        if unknown:
+            raise ValueError("unknown session route option(s): %s" % ", ".join(sorted(unknown)))
+        values = {key: overrides.get(key, getattr(self, key)) for key in self.__slots__}
+        return _RouteOptions(**values)
+
+
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+_PRIORITY = {"low": "Low", "medium": "Medium", "high": "High"}
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 6265 token
+DEFAULT_TOUCH_AFTER = 60.0
+
+
+class SessionPlugin:
+    """A Bottle plugin giving callbacks that take a `session` argument a server-side session.
+
+    It does what express-session does for Express: a signed cookie in the same
+    format, the session loaded only when used, saved only when changed (nested
+    changes included), touched otherwise at most every `touch_after` seconds.
+
+    `touch_after` defaults to 60 seconds or a tenth of max_age, whichever is shorter.
+    """
+
+    api = 2
+
+    def __init__(
+        self,
+        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        *,
+        secret: Union[str, Iterable[str]],
+        keyword: str = "session",
+        cookie_name: str = "connect.sid",
+        max_age: Optional[float] = 86400,
+        path: str = "/",
+        domain: Optional[str] = None,
+        httponly: bool = True,
+        secure: Union[bool, str] = False,
+        samesite: Optional[str] = "Lax",
+        partitioned: bool = False,
+        priority: Optional[str] = None,
+        resave: bool = False,
+        save_uninitialized: bool = False,
+        rolling: bool = False,
+        touch_after: Optional[float] = None,
+        trust_proxy: bool = False,
+        genid: Optional[Callable[[], str]] = None,
+        **store_options: Any,
+    ) -> None:
+        self.secrets = _check_secrets(secret)
+        if not keyword.isidentifier():
+            raise ValueError("keyword must be a Python identifier, not %r" % keyword)
+        if not _COOKIE_NAME.match(cookie_name):
+            raise ValueError("cookie_name %r is not a valid cookie name" % cookie_name)
+        if secure not in (True, False, "auto"):
+            raise ValueError("secure must be True, False or 'auto', not %r" % (secure,))
+        if samesite is not None and str(samesite).lower() not in _SAMESITE:
+            raise ValueError("samesite must be 'Lax', 'Strict', 'None' or None, not %r" % (samesite,))
+        if priority is not None and str(priority).lower() not in _PRIORITY:
+            raise ValueError("priority must be 'Low', 'Medium', 'High' or None, not %r" % (priority,))
+        if secure is False and ((samesite or "").lower() == "none" or partitioned):
+            raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
+        if max_age is not None and max_age <= 0:
+            raise ValueError("max_age must be a positive number of seconds, or None")
+        if isinstance(db_or_store, PeeweeSessionStore):
+            if store_options:
+                raise TypeError("store options go to the store you made: %s" % ", ".join(store_options))
+            self.store, self._owns_store = db_or_store, False
+        else:
+            self.store, self._owns_store = PeeweeSessionStore(db_or_store, **store_options), True
+        if touch_after is None:
+            touch_after = DEFAULT_TOUCH_AFTER if max_age is None else min(DEFAULT_TOUCH_AFTER, max_age / 10)
+        self.name = keyword  # Bottle keeps one plugin per name: two keywords, two plugins
+        self.keyword = keyword
+        self.cookie_name = cookie_name
+        self.max_age = max_age
+        self.path = path
+        self.domain = domain
+        self.httponly = httponly
+        self.secure = secure
+        self.samesite = _SAMESITE[samesite.lower()] if samesite else None
+        self.partitioned = partitioned
+        self.priority = _PRIORITY[priority.lower()] if priority else None
+        self.trust_proxy = trust_proxy
+        self.genid = genid or _default_genid
+        self.options = _RouteOptions(rolling, resave, save_uninitialized, float(touch_after))
+
+    # Bottle's plugin API.
+
+    def setup(self, app: Any) -> None:
+        import bottle
+
+        for other in app.plugins:
+            if isinstance(other, SessionPlugin) and other.keyword == self.keyword:
+                raise bottle.PluginError("a session plugin with keyword %r is already installed" % self.keyword)
+
+    def apply(self, callback: Callable, route: Any) -> Callable:
+        import bottle
+
+        if not _takes_argument(route.callback, self.keyword):
+            return callback
+        options = self.options.updated(route.config.get(self.name, {}) or {})
+        options = options.updated(
+            {key[len(self.name) + 1:]: value for key, value in route.config.items() if key.startswith(self.name + ".")}
+        )
+
+        def with_session(*args, **kwargs):
+            session = Session(self, bottle.request.environ, options)
+            kwargs[self.keyword] = session
+            try:
+                try:
+                    result = callback(*args, **kwargs)
+                except bottle.HTTPResponse as sent:  # redirect(), abort(), raised HTTPError
+                    session._finish(sent)
+                    raise
+                session._finish(result if isinstance(result, bottle.HTTPResponse) else bottle.response)
+                return result
+            finally:
+                session._release()
+
+        return with_session
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    # Used by Session.
+
+    def _sid_from_request(self, environ: dict) -> Optional[str]:
+        value = _read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
+        sid = None if value is None else unsign_session_id(value, self.secrets)
+        return sid if _is_valid_sid(sid) else None
+
+    def _new_sid(self) -> str:
+        sid = self.genid()
+        _check_sid(sid)
+        return sid
+
+    def _new_cookie(self, environ: dict) -> SessionCookie:
+        secure = self.secure if self.secure != "auto" else _is_https(environ, self.trust_proxy)
+        return SessionCookie(
+            self.max_age, self.path, self.domain, secure, self.httponly, self.samesite, self.partitioned, self.priority
+        )
+
+    def _send_cookie(self, response: Any, cookie: SessionCookie, sid: Optional[str], environ: dict) -> None:
+        if cookie.secure and not _is_https(environ, self.trust_proxy):
+            logger.debug("not sending the secure session cookie over plain HTTP")
+            return
+        if sid is None:  # clear it: an empty value that expired long ago
+            cleared = SessionCookie(0, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite,
+                                    cookie.partitioned, cookie.priority)
+            cleared.expires = _EPOCH
+            header = cleared.header(self.cookie_name, "")
+        else:
+            header = cookie.header(self.cookie_name, sign_session_id(sid, self.secrets[0]))
+        response.add_header("Set-Cookie", header)
+        vary = response.get_header("Vary")
+        if not vary:
+            response.set_header("Vary", "Cookie")
+        elif "cookie" not in vary.lower() and vary.strip() != "*":
+            response.set_header("Vary", vary + ", Cookie")
+        if not response.get_header("Cache-Control"):
+            response.set_header("Cache-Control", "private")
+
+
+def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
+    secret_list = [secret] if isinstance(secret, str) else list(secret or [])
+    if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
+        raise ValueError("SessionPlugin needs secret=: a non-empty string, or a list of them (the first signs)")
+    return secret_list
+
+
+def _default_genid() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits, 32 characters, as express-session's uid-safe
+
+
+def _is_https(environ: dict, trust_proxy: bool) -> bool:
+    if trust_proxy and environ.get("HTTP_X_FORWARDED_PROTO"):
+        return environ["HTTP_X_FORWARDED_PROTO"].split(",")[0].strip().lower() == "https"
+    return environ.get("wsgi.url_scheme") == "https"
+
+
+def _takes_argument(callback: Callable, name: str) -> bool:
+    """Whether the route's own function (under functools.wraps decorators) has a parameter `name`."""
+    try:
+        parameters = inspect.signature(inspect.unwrap(callback)).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
+# -- The sweeper -----------------------------------------------------------------------------
+
+
+class _Sweeper:
+    """Deletes expired rows every `interval` seconds on a daemon threading.Timer.
+
+    It starts on the store's first use in each process (so pre-forking servers
+    work), jitters its interval so processes sharing a table don't sweep in
+    lockstep, re-arms after every sweep whatever happened, and stops on close().
+    """
+
+    def __init__(self, store: PeeweeSessionStore, interval: Optional[float], on_error: Optional[Callable]) -> None:
+        if interval is not None and interval < 0:
+            raise ValueError("clear_interval must be a number of seconds (0 or None disables the sweeper)")
+        self.store = store
+        self.interval = interval or 0
+        self.on_error = on_error or _log_sweep_error
+        self.timer: Optional[threading.Timer] = None
+        self._pid: Optional[int] = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def start_if_needed(self) -> None:
+        if self._pid == os.getpid() or not self.interval or self._stopped:
+            return
+        with self._lock:
+            if self._pid != os.getpid() and not self._stopped:
+                self._pid = os.getpid()
+                self._arm()
+
+    def _arm(self) -> None:
+        self.timer = threading.Timer(self.interval * random.uniform(0.9, 1.1), self._run)
+        self.timer.daemon = True
+        self.timer.name = "peewee-sessions sweeper (%s)" % self.store.table_name
+        self.timer.start()
+
+    def _run(self) -> None:
+        try:
+            deleted = self.store.sweep()
+            logger.debug("swept %d expired sessions from %s", deleted, self.store.table_name)
+        except Exception as exc:
+            try:
+                self.on_error(exc)
+            except Exception:
+                logger.exception("on_cleanup_error raised")
+        finally:
+            with self._lock:
+                if not self._stopped:
+                    self._arm()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self.timer is not None:
+                self.timer.cancel()
+
+
+def _log_sweep_error(exc: Exception) -> None:
+    logger.error("sweeping expired sessions failed: %s", exc, exc_info=exc)

@@ -1,0 +1,116 @@
+"""Shared fixtures: a database and a store per backend (SQLite file, PostgreSQL, MariaDB/MySQL).
+
+The servers are found through environment variables (defaults: a local server):
+    PEEWEE_SESSIONS_TEST_POSTGRES  postgresql://postgres@127.0.0.1:5432/test
+    PEEWEE_SESSIONS_TEST_MYSQL     mysql://root@127.0.0.1:3306/test
+An unreachable server's tests are skipped, saying which variable to set; under CI=true they fail.
+"""
+
+import functools
+import os
+import uuid
+
+import peewee
+import pytest
+from playhouse.db_url import connect
+
+from peewee_sessions import PeeweeSessionStore
+
+SERVER_URLS = {
+    "postgresql": ("PEEWEE_SESSIONS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": ("PEEWEE_SESSIONS_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
+}
+BACKENDS = ["sqlite", "postgresql", "mysql"]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def server_url(backend):
+    variable, default = SERVER_URLS[backend]
+    return os.environ.get(variable) or default
+
+
+@functools.lru_cache(maxsize=None)
+def unreachable_reason(backend):
+    """None when the backend's server answers, else why not."""
+    if backend == "sqlite":
+        return None
+    try:
+        db = connect(server_url(backend))
+        db.connect()
+        db.close()
+    except Exception as exc:  # any driver or network error means "not here"
+        variable = SERVER_URLS[backend][0]
+        return "%s at %s is unreachable (%s); set %s to a database URL to run these tests" % (
+            backend, server_url(backend), exc, variable)
+    return None
+
+
+def require_backend(backend):
+    reason = unreachable_reason(backend)
+    if reason:
+        if IN_CI:
+            pytest.fail("CI=true: no backend may be skipped. " + reason)
+        pytest.skip(reason)
+
+
+def database_url(backend, tmp_path):
+    if backend == "sqlite":
+        return "sqlite:///%s" % (tmp_path / "sessions.sqlite")
+    return server_url(backend)
+
+
+def open_database(backend, tmp_path, **kwargs):
+    """A new, unconnected peewee database for the backend (SQLite: a file in tmp_path)."""
+    require_backend(backend)
+    if backend == "sqlite":
+        return peewee.SqliteDatabase(str(tmp_path / "sessions.sqlite"), pragmas={"journal_mode": "wal"}, **kwargs)
+    return connect(server_url(backend), **kwargs)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def db(backend, tmp_path):
+    database = open_database(backend, tmp_path)
+    yield database
+    if not database.is_closed():
+        database.close()
+
+
+@pytest.fixture
+def table_name():
+    """A table of the test's own, so tests never see each other's rows."""
+    return "t_" + uuid.uuid4().hex[:12]
+
+
+def drop_table(database, name):
+    quote = database.quote
+    with database.connection_context():
+        database.execute_sql("DROP TABLE IF EXISTS %s%s%s" % (quote[0], name, quote[1]))
+
+
+@pytest.fixture
+def make_store(db, table_name):
+    """Makes stores on the test's database; closes them and drops their tables afterwards."""
+    made = []
+
+    def make(**options):
+        options.setdefault("table_name", table_name)
+        options.setdefault("clear_interval", 0)
+        store = PeeweeSessionStore(db, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+    for name in {store.table_name for store in made}:
+        drop_table(db, name)
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()

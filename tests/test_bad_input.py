@@ -1,0 +1,82 @@
+"""Bad input gets a clear error and loses nothing; a damaged row reads as no session and is logged."""
+
+import logging
+
+import pytest
+
+SESS = {"cookie": {"expires": "2099-01-01T00:00:00.000Z"}, "n": 1}
+
+
+@pytest.mark.parametrize("sid", [None, 1, b"bytes", "", "x" * 256, "nul\x00byte", "line\nbreak", "\ud800"])
+def test_a_bad_session_id_is_a_value_error(store, sid):
+    for call in (lambda: store.get(sid), lambda: store.set(sid, SESS), lambda: store.touch(sid, SESS),
+                 lambda: store.destroy(sid)):
+        with pytest.raises(ValueError, match="session id"):
+            call()
+
+
+def test_the_longest_session_id_is_fine(store):
+    store.set("x" * 255, SESS)
+    assert store.get("x" * 255) == SESS
+
+
+@pytest.mark.parametrize("sess", [None, [], "text", 42, [("a", 1)]])
+def test_a_session_that_is_not_a_dict_is_a_type_error(store, sess):
+    with pytest.raises(TypeError, match="dict"):
+        store.set("sid", sess)
+
+
+def cyclic():
+    value = {"a": []}
+    value["a"].append(value)
+    return value
+
+
+@pytest.mark.parametrize("value, path", [
+    (object(), "session['bad']"),
+    ({1, 2}, "session['bad']"),
+    ({"deep": [1, 2, b"bytes"]}, "session['bad']['deep'][2]"),
+    (float("nan"), "session['bad']"),
+    ([float("inf")], "session['bad'][0]"),
+    (cyclic(), "session['bad']['a'][0]"),
+])
+def test_an_unstorable_value_names_its_key_and_keeps_the_stored_session(store, value, path):
+    store.set("sid", SESS)
+    with pytest.raises(TypeError) as caught:
+        store.set("sid", dict(SESS, n=2, bad=value))
+    assert path in str(caught.value)
+    assert store.get("sid") == SESS
+
+
+@pytest.mark.parametrize("cookie", [{"expires": "next tuesday"}, {"expires": 12}, {"maxAge": "long"},
+                                    {"maxAge": 10 ** 30}, {"maxAge": True}])
+def test_a_bad_expiry_is_a_value_error(store, cookie):
+    with pytest.raises(ValueError, match="cookie"):
+        store.set("sid", {"cookie": cookie})
+    assert store.get("sid") is None
+
+
+def write_raw(store, sid, sess_text):
+    store.set(sid, SESS)
+    with store.connection():
+        store.db.execute_sql("UPDATE %s SET sess = %s WHERE sid = %s" % (store.table_name, store.db.param,
+                                                                          store.db.param), (sess_text, sid))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"a string"', "42", "null", "true"])
+def test_a_row_that_is_not_a_json_object_reads_as_no_session(store, caplog, text):
+    write_raw(store, "damaged", text)
+    store.set("fine", SESS)
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("damaged") is None
+        assert store.all() == {"fine": SESS}
+    assert any("not a JSON object" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's json and MariaDB's json_valid refuse invalid JSON
+def test_a_row_with_invalid_json_reads_as_no_session(backend, store, caplog):
+    write_raw(store, "damaged", "{not json")
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("damaged") is None
+        assert store.all() == {}
+    assert any("not valid JSON" in record.message for record in caplog.records)

@@ -1,0 +1,168 @@
+"""The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
+
+import datetime
+
+import pytest
+
+import peewee_sessions
+from peewee_sessions import _iso_z
+
+UTC = datetime.timezone.utc
+
+
+def in_(seconds):
+    return _iso_z(datetime.datetime.now(UTC) + datetime.timedelta(seconds=seconds))
+
+
+def live(**data):
+    return {"cookie": {"originalMaxAge": 3600000, "expires": in_(3600), "httpOnly": True, "path": "/"}, **data}
+
+
+def stored_expiry(store, sid):
+    return store.get_with_expiry(sid)[1]
+
+
+def test_round_trip_gives_back_the_exact_dict(store):
+    sess = live(user={"name": "Zoë 🎉", "roles": ["admin", "dev"], "prefs": {"dark": True, "n": None}},
+                count=3, ratio=0.25, quote='"; DROP TABLE sessions; --')
+    store.set("sid-1", sess)
+    assert store.get("sid-1") == sess
+
+
+def test_set_inserts_then_replaces(store):
+    store.set("sid-1", live(n=1))
+    store.set("sid-1", live(n=2))
+    assert store.get("sid-1")["n"] == 2
+    assert store.length() == 1
+
+
+def test_set_replaces_the_whole_document(store):
+    store.set("sid-1", live(a=1, b=2))
+    store.set("sid-1", live(a=1))
+    assert "b" not in store.get("sid-1")
+
+
+def test_missing_session_is_none(store):
+    assert store.get("nope") is None
+
+
+def test_expiry_comes_from_cookie_expires(store):
+    store.set("sid-1", {"cookie": {"expires": "2099-05-06T07:08:09.123Z", "originalMaxAge": 5}})
+    expected = datetime.datetime(2099, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
+    assert abs(stored_expiry(store, "sid-1") - expected) < datetime.timedelta(seconds=1)
+
+
+def test_expiry_accepts_a_datetime(store):
+    expires = datetime.datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
+    store.set("sid-1", {"cookie": {"expires": expires}})
+    assert stored_expiry(store, "sid-1") == expires
+
+
+@pytest.mark.parametrize("key", ["maxAge", "originalMaxAge"])
+def test_expiry_falls_back_to_max_age_in_milliseconds(store, key):
+    before = datetime.datetime.now(UTC)
+    store.set("sid-1", {"cookie": {"expires": None, key: 2 * 3600 * 1000}})
+    delta = stored_expiry(store, "sid-1") - before
+    assert datetime.timedelta(hours=2) - datetime.timedelta(seconds=2) < delta < datetime.timedelta(hours=2, seconds=2)
+
+
+@pytest.mark.parametrize("sess", [{}, {"cookie": {}}, {"cookie": {"expires": None, "originalMaxAge": None}}])
+def test_expiry_defaults_to_one_day(store, sess):
+    before = datetime.datetime.now(UTC)
+    store.set("sid-1", sess)
+    delta = stored_expiry(store, "sid-1") - before
+    assert datetime.timedelta(days=1) - datetime.timedelta(seconds=2) < delta < datetime.timedelta(days=1, seconds=2)
+
+
+def test_an_expired_row_is_never_returned(store):
+    store.set("past", {"cookie": {"expires": in_(-5)}})
+    store.set("future", live())
+    assert store.get("past") is None
+    assert store.length() == 1
+    assert list(store.all()) == ["future"]
+
+
+def test_expiry_boundary_is_exclusive(store, monkeypatch):
+    expires = datetime.datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    store.set("sid-1", {"cookie": {"expires": expires}})
+    monkeypatch.setattr(peewee_sessions, "_utcnow", lambda: expires - datetime.timedelta(seconds=1))
+    assert store.get("sid-1") is not None
+    monkeypatch.setattr(peewee_sessions, "_utcnow", lambda: expires)
+    assert store.get("sid-1") is None
+    assert store.length() == 0
+    assert store.sweep() == 1
+
+
+def test_touch_moves_only_the_expiry(store):
+    sess = live(n=1)
+    store.set("sid-1", sess)
+    later = {"cookie": {"expires": "2099-01-01T00:00:00.000Z"}, "n": 999}
+    store.touch("sid-1", later)
+    found, expiry = store.get_with_expiry("sid-1")
+    assert found == sess
+    assert expiry == datetime.datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def test_touch_never_creates_a_row(store):
+    store.touch("ghost", live())
+    assert store.get("ghost") is None
+    assert store.length() == 0
+
+
+def test_touch_never_revives_an_expired_row(store):
+    store.set("sid-1", {"cookie": {"expires": in_(-5)}})
+    store.touch("sid-1", live())
+    assert store.get("sid-1") is None
+
+
+def test_destroy_returns_rows_deleted(store):
+    store.set("sid-1", live())
+    assert store.destroy("sid-1") == 1
+    assert store.destroy("sid-1") == 0
+    assert store.get("sid-1") is None
+
+
+def test_all_and_length_count_live_sessions_only(store):
+    for i in range(5):
+        store.set("live-%d" % i, live(i=i))
+    store.set("dead", {"cookie": {"expires": in_(-60)}})
+    assert store.length() == 5
+    assert sorted(store.all()) == ["live-%d" % i for i in range(5)]
+    assert {sid: sess["i"] for sid, sess in store.all().items()} == {"live-%d" % i: i for i in range(5)}
+
+
+def test_clear_deletes_live_and_expired(store):
+    store.set("a", live())
+    store.set("b", {"cookie": {"expires": in_(-60)}})
+    assert store.clear() == 2
+    assert store.clear() == 0
+
+
+def test_sweep_deletes_only_expired_rows_in_batches(make_store):
+    store = make_store(sweep_batch_size=7)
+    for i in range(30):
+        store.set("dead-%d" % i, {"cookie": {"expires": in_(-60)}})
+    for i in range(3):
+        store.set("live-%d" % i, live())
+    assert store.sweep() == 30
+    assert sorted(store.all()) == ["live-0", "live-1", "live-2"]
+    assert store.sweep() == 0
+
+
+def test_context_manager_closes_the_store(make_store):
+    with make_store(clear_interval=3600) as store:
+        store.set("a", live())
+        timer = store._sweeper.timer
+        assert timer.is_alive()
+    timer.join(5)
+    assert not timer.is_alive()
+
+
+def test_the_store_leaves_the_connection_as_it_found_it(db, store):
+    db.close()
+    store.set("a", live())
+    assert store.get("a") is not None
+    assert db.is_closed()
+    db.connect()
+    store.set("b", live())
+    assert not db.is_closed()
