@@ -568,8 +568,21 @@ def _read_cookie(header: str, name: str) -> Optional[str]:
                 return None
             if len(value) > 1 and value[0] == value[-1] == '"':
                 value = value[1:-1]
-            return urllib.parse.unquote(value) if "%" in value else value
+            return _decode_uri_component(value)
     return None
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode_uri_component(value: str) -> str:
+    """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` keeps it)."""
+    if "%" not in value or _BAD_ESCAPE.search(value):
+        return value
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return value
 
 
 def _encode_cookie_value(value: str) -> str:
@@ -813,7 +826,9 @@ class Session(dict):
 
     def _finish(self, response: Any) -> None:
         if not self._loaded:
-            return  # never used: no query, no cookie
+            if not (self._options.rolling and self._cookie_sid is not None):
+                return  # never used: no query, no cookie
+            self._load()  # rolling promises a fresh expiry on every response
         self._cookie.reset_expiry(_utcnow())
         state = self._state()
         modified = state != self._original
@@ -1056,7 +1071,7 @@ class SessionPlugin:
 
 
 def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
-    secret_list = [secret] if isinstance(secret, str) else list(secret or [])
+    secret_list = [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
     if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
         raise ValueError("SessionPlugin needs secret=: a non-empty string, or a list of them (the first signs)")
     return secret_list

@@ -114,3 +114,77 @@ def make_store(db, table_name):
 @pytest.fixture
 def store(make_store):
     return make_store()
+
+
+# -- Bottle apps with the plugin, driven through WebTest (a real WSGI stack) -------------------
+
+SECRET = "test secret"
+
+
+def build_app(store, **plugin_options):
+    """A Bottle app whose routes are defined inside this factory (closures, as real apps do)."""
+    import bottle
+
+    from peewee_sessions import SessionPlugin
+
+    app = bottle.Bottle()
+    plugin = app.install(SessionPlugin(store, secret=plugin_options.pop("secret", SECRET), **plugin_options))
+
+    @app.get("/count")
+    def count(session):
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/read")
+    def read(session):
+        return str(session.get("n"))
+
+    @app.get("/plain")
+    def plain():
+        return "no session here"
+
+    @app.get("/unused")
+    def unused(session):
+        return "never looked"
+
+    return app, plugin
+
+
+class Counter:
+    """Counts the SQL statements a database runs, by wrapping its one funnel, execute_sql."""
+
+    def __init__(self, db):
+        self.statements = []
+        original = db.execute_sql
+
+        def counting(sql, params=None, *args, **kwargs):
+            self.statements.append(sql)
+            return original(sql, params, *args, **kwargs)
+
+        db.execute_sql = counting
+
+    def __len__(self):
+        return len(self.statements)
+
+    def reset(self):
+        self.statements.clear()
+
+
+@pytest.fixture
+def web(store):
+    """(TestApp, plugin, store) for the standard app on the test's backend."""
+    import webtest
+
+    app, plugin = build_app(store)
+    return webtest.TestApp(app), plugin, store
+
+
+@pytest.fixture
+def make_web(store):
+    import webtest
+
+    def make(**plugin_options):
+        app, plugin = build_app(store, **plugin_options)
+        return webtest.TestApp(app), plugin, app
+
+    return make

@@ -1,0 +1,49 @@
+"""express-session's cookie signature and cookie parsing, against its published test vector."""
+
+import pytest
+
+from peewee_sessions import _read_cookie, sign_session_id, unsign_session_id
+
+VECTOR_SID = "QvdDmbgAlZ1a2pGWkq6xSUrkC9OZc_GH"
+VECTOR_SIGNED = "s:QvdDmbgAlZ1a2pGWkq6xSUrkC9OZc_GH.zbOdGS0Avm/sNTlysNkDBAuuqED2vp50R7FUM2q4y8M"
+
+
+def test_sign_matches_express_session():
+    assert sign_session_id(VECTOR_SID, "keyboard cat") == VECTOR_SIGNED
+
+
+def test_unsign_accepts_any_of_the_secrets():
+    assert unsign_session_id(VECTOR_SIGNED, ["keyboard cat"]) == VECTOR_SID
+    assert unsign_session_id(VECTOR_SIGNED, ["new secret", "keyboard cat"]) == VECTOR_SID
+
+
+@pytest.mark.parametrize("value", [
+    VECTOR_SIGNED[:-1],                                  # signature cut short
+    VECTOR_SIGNED + "A",                                 # signature extended
+    VECTOR_SIGNED.replace("Qvd", "Xvd", 1),              # id changed under the signature
+    VECTOR_SIGNED[2:],                                   # no "s:" prefix
+    "s:" + VECTOR_SID,                                   # no signature at all
+    "s:.", "s:", "", ".", "s:abc.", "s:.abc",
+    "s:é.ü", "s:\ud800.x", "s:\x00.\x00",                # non-ASCII and odd characters never raise
+])
+def test_unsign_refuses_anything_else(value):
+    assert unsign_session_id(value, ["keyboard cat"]) is None
+
+
+def test_unsign_refuses_another_secret():
+    assert unsign_session_id(VECTOR_SIGNED, ["not the cat"]) is None
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("connect.sid=s%3Aabc.def", "s:abc.def"),
+    ("a=1; connect.sid=s%3Aabc.def; b=2", "s:abc.def"),
+    ('connect.sid="s%3Aabc.def"', "s:abc.def"),           # quoted, as some clients send it
+    ("connect.sid=first; connect.sid=second", "first"),   # the first wins, as Node's `cookie` parser
+    ("xconnect.sid=nope", None),
+    ("connect.sid", None),
+    ("", None),
+    ("connect.sid=%E0%A4%A", "%E0%A4%A"),                 # bad escapes are kept as they are
+    ("connect.sid=" + "x" * 5000, None),                  # oversized: ignored
+])
+def test_read_cookie(header, expected):
+    assert _read_cookie(header, "connect.sid") == expected
