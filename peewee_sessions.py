@@ -45,7 +45,7 @@ import secrets
 import threading
 import urllib.parse
 from base64 import b64encode
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import peewee
 
@@ -57,6 +57,9 @@ __all__ = [
     "SessionCookie",
     "SessionStoreError",
     "TableMissingError",
+    "build_session_model",
+    "create_table_sql",
+    "main",
     "sign_session_id",
     "unsign_session_id",
 ]
@@ -316,6 +319,8 @@ class _Statements:
         self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
         self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
         self.clear = f"DELETE FROM {t}"
+        self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
+        self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Deleting in bounded batches keeps each statement's locks short.
         if dialect == "mysql":
             self.sweep_batch = f"DELETE FROM {t} WHERE expired <= {p} LIMIT {p}"
@@ -481,14 +486,32 @@ class PeeweeSessionStore:
 
     def sweep(self) -> int:
         """Delete the expired sessions now, in batches; returns how many rows went."""
+        return sum(self.sweep_batches())
+
+    def sweep_batches(self) -> Iterator[int]:
+        """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count."""
         sql, batch = self._statements.sweep_batch, self.sweep_batch_size
-        deleted = 0
         with self.connection():
             while True:
                 count = self.db.execute_sql(sql, (self._now_param(), batch)).rowcount
-                deleted += count
+                yield count
                 if count < batch:
-                    return deleted
+                    return
+
+    def stats(self) -> Dict[str, Any]:
+        """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
+        sql, now = self._statements, self._now_param()
+        with self.connection():
+            live, soonest, latest = self.db.execute_sql(sql.live_stats, (now,)).fetchone()
+            expired = self.db.execute_sql(sql.expired_count, (now,)).fetchone()[0]
+            size = _table_bytes(self.db, _dialect_of(self.db), self.table_name)
+        return {
+            "live": live,
+            "expired": expired,
+            "soonest_expiry": None if soonest is None else _expiry_from_db(soonest),
+            "latest_expiry": None if latest is None else _expiry_from_db(latest),
+            "table_bytes": size,
+        }
 
     def close(self) -> None:
         """Stop the sweeper (and close the database if the store made it)."""
@@ -504,6 +527,36 @@ class PeeweeSessionStore:
 
     def __repr__(self) -> str:
         return "<PeeweeSessionStore %s on %s>" % (self.table_name, type(_database_of(self.db)).__name__)
+
+
+def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:
+    """The table's size with its indexes, where the database reports it (SQLite needs its dbstat table)."""
+    queries = {
+        "postgresql": "SELECT pg_total_relation_size(CAST(%s AS regclass))" % db.param,
+        "mysql": "SELECT data_length + index_length FROM information_schema.tables "
+                 "WHERE table_schema = DATABASE() AND table_name = %s" % db.param,
+        "sqlite": "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?",
+    }
+    params = (table, table + _INDEX_SUFFIX) if dialect == "sqlite" else (table,)
+    try:
+        with db.atomic():  # on PostgreSQL a failed statement must not poison an open transaction
+            row = db.execute_sql(queries[dialect], params).fetchone()
+    except peewee.DatabaseError:
+        return None  # e.g. SQLite built without dbstat
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
+    """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them."""
+    if isinstance(db, str):
+        databases = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
+                     "mysql": peewee.MySQLDatabase}
+        if db not in databases:
+            raise ValueError("dialect must be one of %s, not %r" % (", ".join(databases), db))
+        db = databases[db](None)  # an uninitialized database: enough to write its SQL
+    model = build_session_model(db, table_name, sid_field_name)
+    queries = [model._schema._create_table(safe=True)] + model._schema._create_indexes(safe=True)
+    return [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
 
 
 class _Connection:
@@ -1156,3 +1209,153 @@ class _Sweeper:
 
 def _log_sweep_error(exc: Exception) -> None:
     logger.error("sweeping expired sessions failed: %s", exc, exc_info=exc)
+
+
+# -- The command line ------------------------------------------------------------------------
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_URL, EXIT_UNREACHABLE, EXIT_NO_TABLE = 0, 1, 2, 3, 4, 5
+
+
+class _CommandError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _argument_parser() -> "argparse.ArgumentParser":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="peewee-sessions",
+        description="Look after a peewee-sessions table.",
+        epilog="Exit codes: 0 done, 1 database error, 2 usage, 3 bad database URL, 4 server unreachable, "
+               "5 table missing.",
+    )
+    parser.add_argument("--db", metavar="URL", default=os.environ.get("PEEWEE_SESSIONS_DB"),
+                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
+                             "(default: $PEEWEE_SESSIONS_DB)")
+    parser.add_argument("--table", default="sessions", help="the session table (default: %(default)s)")
+    parser.add_argument("--sid-field", default="sid", help="the session-id column (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sql = commands.add_parser("sql", help="print the CREATE TABLE and CREATE INDEX statements")
+    sql.add_argument("--dialect", choices=["sqlite", "postgresql", "mysql"],
+                     help="write for this database instead of --db's")
+    commands.add_parser("create-table", help="create the table and its index if they are missing")
+    sweep = commands.add_parser("sweep", help="delete expired sessions, in batches")
+    sweep.add_argument("--batch", type=int, default=1000, help="rows per DELETE (default: %(default)s)")
+    stats = commands.add_parser("stats", help="live and expired counts, expiry range, table size")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    destroy = commands.add_parser("destroy", help="delete the given sessions")
+    destroy.add_argument("sids", nargs="+", metavar="SID")
+    clear = commands.add_parser("clear", help="delete every session (needs --yes)")
+    clear.add_argument("--yes", action="store_true", help="yes, delete them all")
+    return parser
+
+
+def _open_database(url: Optional[str]) -> peewee.Database:
+    if not url:
+        raise _CommandError("no database: pass --db URL or set PEEWEE_SESSIONS_DB", EXIT_USAGE)
+    from playhouse.db_url import connect
+
+    try:
+        db = connect(url)
+        _dialect_of(db)
+    except Exception as exc:  # db_url raises several kinds for a URL it can't use
+        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+    try:
+        db.connect()
+    except peewee.ImproperlyConfigured as exc:
+        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+    except peewee.DatabaseError as exc:
+        raise _CommandError("cannot reach the database: %s" % str(exc).strip(), EXIT_UNREACHABLE) from None
+    return db
+
+
+def _run_command(args: Any, out: Any, err: Any) -> None:
+    if args.command == "sql" and args.dialect:
+        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
+        return
+    db = _open_database(args.db)
+    try:
+        if args.command == "sql":
+            print(";\n".join(create_table_sql(db, args.table, args.sid_field)) + ";", file=out)
+            return
+        if args.command == "clear" and not args.yes:
+            raise _CommandError("clear deletes every session in %r: run it again with --yes" % args.table,
+                                EXIT_USAGE)
+        existed = db.table_exists(args.table)
+        store = PeeweeSessionStore(db, table_name=args.table, sid_field_name=args.sid_field,
+                                   create_table=args.command == "create-table", clear_interval=0)
+        _COMMANDS[args.command](store, args, out, err, existed)
+    except TableMissingError:
+        raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
+                            EXIT_NO_TABLE) from None
+    except peewee.DatabaseError as exc:
+        raise _CommandError("database error: %s" % str(exc).strip(), EXIT_ERROR) from None
+    finally:
+        db.close()
+
+
+def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    print("table %s %s" % (store.table_name, "already exists" if existed else "created"), file=out)
+
+
+def _sweep(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    if args.batch < 1:
+        raise _CommandError("--batch must be at least 1", EXIT_USAGE)
+    store.sweep_batch_size = args.batch
+    show_progress = err.isatty()
+    deleted = 0
+    for count in store.sweep_batches():
+        deleted += count
+        if show_progress:
+            print("\rswept %d..." % deleted, end="", file=err, flush=True)
+    if show_progress:
+        print(file=err)
+    print("swept %d expired sessions" % deleted, file=out)
+
+
+def _stats(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    stats = store.stats()
+    if args.json:
+        print(json.dumps({key: _iso_z(value) if isinstance(value, datetime.datetime) else value
+                          for key, value in stats.items()}), file=out)
+        return
+    for key, value in stats.items():
+        if isinstance(value, datetime.datetime):
+            value = _iso_z(value)
+        print("%-15s %s" % (key.replace("_", " ") + ":", "not reported" if value is None and key == "table_bytes"
+                            else "-" if value is None else value), file=out)
+
+
+def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    for sid in args.sids:
+        if not _is_valid_sid(sid):
+            raise _CommandError("not a session id: %r" % sid, EXIT_USAGE)
+    deleted = sum(store.destroy(sid) for sid in args.sids)
+    print("destroyed %d of %d sessions" % (deleted, len(args.sids)), file=out)
+
+
+def _clear(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    print("cleared %d sessions" % store.clear(), file=out)
+
+
+_COMMANDS = {"create-table": _create_table, "sweep": _sweep, "stats": _stats, "destroy": _destroy,
+             "clear": _clear}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """`peewee-sessions` and `python -m peewee_sessions`: returns the exit code."""
+    import sys
+
+    args = _argument_parser().parse_args(argv)
+    try:
+        _run_command(args, sys.stdout, sys.stderr)
+    except _CommandError as exc:
+        print("peewee-sessions: %s" % exc, file=sys.stderr)
+        return exc.exit_code
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,6 +20,7 @@ setup(
         "mysql": ["pymysql"],
         "bottle": ["bottle>=0.13"],
     },
+    entry_points={"console_scripts": ["peewee-sessions = peewee_sessions:main"]},
     license="MIT",
     classifiers=[
         "Framework :: Bottle",

@@ -126,8 +126,14 @@ def test_count_log_in_and_out(browser, site):
         return browser.find_element(By.ID, element_id).text
 
     def click_and_wait(button_css, path, element_id, text):
-        """Submit a form and wait for the page it redirects to (clicks do not wait for navigation)."""
+        """Submit a form and wait for the page it redirects to (clicks do not wait for navigation).
+
+        The old page must go stale first: log-out redirects to the page it was on, so the URL alone
+        says nothing, and reading the old document while it is replaced fails.
+        """
+        old_page = browser.find_element(By.TAG_NAME, "html")
         browser.find_element(By.CSS_SELECTOR, button_css).click()
+        wait.until(EC.staleness_of(old_page))
         wait.until(EC.url_to_be(site + path))
         wait.until(EC.text_to_be_present_in_element((By.ID, element_id), text))
 
