@@ -38,6 +38,7 @@ import hmac
 import inspect
 import json
 import logging
+import contextlib
 import os
 import random
 import re
@@ -56,6 +57,7 @@ __all__ = [
     "Session",
     "SessionCookie",
     "SessionStoreError",
+    "SessionStoreUnavailable",
     "TableMissingError",
     "build_session_model",
     "create_table_sql",
@@ -76,8 +78,21 @@ class SessionStoreError(Exception):
     """Base class of this library's errors about the session table."""
 
 
+class SessionStoreUnavailable(SessionStoreError):
+    """The database could not be reached or the connection broke: worth a 503 and a retry."""
+
+
 class TableMissingError(SessionStoreError):
     """The session table does not exist and the store may not create it."""
+
+
+def _translated(exc: BaseException) -> BaseException:
+    """This library's exception for a peewee one (other exceptions pass through)."""
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return SessionStoreUnavailable("the session database is unavailable: %s" % str(exc).strip())
+    if isinstance(exc, peewee.DatabaseError):
+        return SessionStoreError("the session database failed: %s" % str(exc).strip())
+    return exc
 
 
 # -- Time: every expiry is an instant in UTC -------------------------------------------------
@@ -125,13 +140,13 @@ def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
 # -- JSON: what a session may hold -----------------------------------------------------------
 
 
-def _to_json(value: Any) -> str:
-    """Encode a session as JSON, or raise TypeError naming the key that cannot be stored."""
+def _to_json(value: Any, path: str = "session") -> str:
+    """Encode a value as JSON, or raise TypeError naming the key that cannot be stored."""
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value), exc)
+            "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
         ) from None
 
 
@@ -166,6 +181,21 @@ def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
     return sess
 
 
+MAX_LIFETIME = datetime.timedelta(days=36500)  # a stored expiry beyond this is damage, not a session
+
+
+def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
+    """A stored expiry as an aware UTC datetime; an unreadable or absurd one is logged and reads as None."""
+    try:
+        expiry = _expiry_from_db(raw)
+        if expiry - _utcnow() <= MAX_LIFETIME:
+            return expiry
+    except (ValueError, TypeError, OverflowError):
+        pass
+    logger.warning("session %.8s...: stored expiry %.40r is unreadable or absurd; treated as missing", sid, raw)
+    return None
+
+
 def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
     """When a session expires: cookie.expires, else now + cookie.maxAge ms, else now + 1 day."""
     cookie = sess.get("cookie")
@@ -190,6 +220,11 @@ def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
         return now + datetime.timedelta(milliseconds=max_age)
     except OverflowError:
         raise ValueError("sess['cookie']['maxAge'] is out of range: %r" % (max_age,)) from None
+
+
+def _check_session(sess: Any) -> None:
+    if not isinstance(sess, dict):
+        raise TypeError("a session is a dict, not %s" % type(sess).__name__)
 
 
 def _is_valid_sid(sid: Any) -> bool:
@@ -255,7 +290,7 @@ class SessionDataField(peewee.Field):
     def python_value(self, value):
         if value is None or _dialect_of(self.model._meta.database) == "postgresql":
             return value  # psycopg2 has decoded it already
-        return _session_from_json("?", value)
+        return _session_from_json("(read through the model)", value)
 
 
 class ExpiryField(peewee.Field):
@@ -307,11 +342,16 @@ class _Statements:
         open_quote, close_quote = db.quote
         t = open_quote + table + close_quote
         sid = open_quote + sid_column + close_quote
-        p = db.param
+        p = self.param = db.param
+        self.dialect = dialect
+        self.db_time = _EXPIRY_TO_DB[dialect]  # an aware datetime as this database's expired column wants it
         upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
         # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
         sess = "CAST(sess AS TEXT)" if dialect == "postgresql" else "sess"
         self.get = f"SELECT {sess}, expired FROM {t} WHERE {sid} = {p} AND expired > {p}"
+        # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
+        self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
+        self._patch = f"UPDATE {t} SET sess = {{merged}}, expired = COALESCE({p}, expired) WHERE {sid} = {p} AND expired > {p}"
         # Values are bound twice (insert, then update) so one form serves all three databases.
         self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {upsert} sess = {p}, expired = {p}"
         self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
@@ -329,6 +369,74 @@ class _Statements:
             self.sweep_batch = (
                 f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p} LIMIT {p}{lock})"
             )
+
+    def now(self) -> Any:
+        return self.db_time(_utcnow())
+
+    def patch(self, changes: Dict[str, str], removed: List[str]) -> Tuple[str, list]:
+        """An UPDATE merging changed keys (given as JSON texts) and removed keys into the stored JSON.
+
+        Returns the SQL and the parameters of the merge; the caller adds expiry, sid and now.
+        """
+        p = self.param
+        if self.dialect == "postgresql":
+            # Rebuilt with json_object_agg rather than jsonb's || and -: keys keep their order
+            # (cookie first, as express-session writes it) instead of jsonb's sorted one.
+            merged = (
+                "(SELECT COALESCE(json_object_agg(key, value ORDER BY position), '{}') FROM ("
+                " SELECT stored.key, COALESCE(changed.value, stored.value) AS value, stored.position"
+                " FROM json_each(CAST(sess AS json)) WITH ORDINALITY AS stored(key, value, position)"
+                f" LEFT JOIN json_each(CAST({p} AS json)) AS changed ON changed.key = stored.key"
+                f" WHERE stored.key <> ALL (CAST({p} AS text[]))"
+                " UNION ALL"
+                " SELECT changed.key, changed.value, 1000000 + changed.position"
+                f" FROM json_each(CAST({p} AS json)) WITH ORDINALITY AS changed(key, value, position)"
+                " WHERE changed.key NOT IN (SELECT key FROM json_each(CAST(sess AS json)))"
+                ") AS merged)"
+            )
+            changes_json = _json_object(changes)
+            params: list = [changes_json, removed, changes_json]
+        elif self.dialect == "sqlite":
+            # SQLite's JSON paths cannot name a key holding '"': merge in Python, inside the one UPDATE.
+            merged = f"{_SQLITE_MERGE}(sess, {p}, {p})"
+            params = [_json_object(changes), json.dumps(removed)]
+        else:
+            merged, params = "sess", []
+            if changes:
+                merged = "JSON_SET(sess" + f", {p}, JSON_EXTRACT({p}, '$')" * len(changes) + ")"
+                for key, text in changes.items():
+                    params += [_json_path(key), text]
+            if removed:
+                merged = f"JSON_REMOVE({merged}" + f", {p}" * len(removed) + ")"
+                params += [_json_path(key) for key in removed]
+        return self._patch.replace("{merged}", merged), params
+
+
+_SQLITE_MERGE = "peewee_sessions_merge"
+
+
+def _json_object(members: Dict[str, str]) -> str:
+    """A JSON object from keys and already-encoded values."""
+    return "{" + ",".join("%s:%s" % (json.dumps(key), text) for key, text in members.items()) + "}"
+
+
+def _json_path(key: str) -> str:
+    """A MySQL/MariaDB JSON path naming one top-level key, whatever characters it holds."""
+    return "$." + json.dumps(key, ensure_ascii=False)
+
+
+def _sqlite_merge(stored: Optional[str], changes: str, removed: str) -> str:
+    """SQLite's merge function: the stored object with the changed keys set and the removed ones gone."""
+    try:
+        sess = json.loads(stored) if stored else {}
+    except ValueError:
+        sess = {}
+    if not isinstance(sess, dict):
+        sess = {}
+    sess.update(json.loads(changes))
+    for key in json.loads(removed):
+        sess.pop(key, None)
+    return json.dumps(sess, separators=(",", ":"))
 
 
 class PeeweeSessionStore:
@@ -351,6 +459,7 @@ class PeeweeSessionStore:
         clear_interval: Optional[float] = 60.0,
         on_cleanup_error: Optional[Callable[[Exception], Any]] = None,
         sweep_batch_size: int = 1000,
+        max_session_size: Optional[int] = 1 << 20,
     ) -> None:
         self._owns_db = db is None
         if db is None:
@@ -362,19 +471,26 @@ class PeeweeSessionStore:
         self.table_name = table_name
         self.sid_field_name = sid_field_name
         self.create_table = create_table
+        self.max_session_size = max_session_size
         self.sweep_batch_size = int(sweep_batch_size)
         if self.sweep_batch_size < 1:
             raise ValueError("sweep_batch_size must be at least 1")
         self._sweeper = _Sweeper(self, clear_interval, on_cleanup_error)
         self._lock = threading.Lock()
         self._sql: Optional[_Statements] = None
-        self._to_db_time: Callable[[datetime.datetime], Any] = _as_utc
-        # A DatabaseProxy may be initialized after the store is made: then the
-        # table is checked on first use instead of here.
+        # A DatabaseProxy may be initialized after the store is made, and a server may
+        # be down while the app starts: then the table is checked on first use instead.
         if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:
-            self._prepare()
+            try:
+                self._prepare()
+            except SessionStoreUnavailable as exc:
+                logger.warning("%s; the session table will be checked on first use", exc)
 
     # The table and the statements, once per store.
+
+    @property
+    def _statements(self) -> _Statements:
+        return self._sql or self._prepare()
 
     def _prepare(self) -> _Statements:
         with self._lock:
@@ -382,7 +498,6 @@ class PeeweeSessionStore:
                 dialect = _dialect_of(self.db)
                 with self.connection():
                     self._ensure_table()
-                self._to_db_time = _EXPIRY_TO_DB[dialect]
                 self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name)
             return self._sql
 
@@ -405,27 +520,12 @@ class PeeweeSessionStore:
         """A context that opens a connection if this thread has none, and closes only what it opened."""
         return _Connection(self.db)
 
-    def _run(self, sql: str, params: tuple) -> Any:
+    def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
+        """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
         self._sweeper.start_if_needed()
         with self.connection():
-            return self.db.execute_sql(sql, params)
-
-    def _fetchone(self, sql: str, params: tuple) -> Optional[tuple]:
-        self._sweeper.start_if_needed()
-        with self.connection():
-            return self.db.execute_sql(sql, params).fetchone()
-
-    def _fetchall(self, sql: str, params: tuple) -> list:
-        self._sweeper.start_if_needed()
-        with self.connection():
-            return self.db.execute_sql(sql, params).fetchall()
-
-    @property
-    def _statements(self) -> _Statements:
-        return self._sql or self._prepare()
-
-    def _now_param(self) -> Any:
-        return self._to_db_time(_utcnow())
+            cursor = self.db.execute_sql(sql, params)
+            return cursor if fetch is None else getattr(cursor, fetch)()
 
     # express-session's store API.
 
@@ -437,52 +537,93 @@ class PeeweeSessionStore:
     def get_with_expiry(self, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
         """(session, expiry as an aware UTC datetime), or None like get()."""
         _check_sid(sid)
-        row = self._fetchone(self._statements.get, (sid, self._now_param()))
+        return self._read(self._statements.get, sid)
+
+    def _read(self, sql: str, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
+        row = self._execute(sql, (sid, self._statements.now()), "fetchone")
         if row is None:
             return None
         sess = _session_from_json(sid, row[0])
-        return None if sess is None else (sess, _expiry_from_db(row[1]))
+        expiry = _checked_expiry(sid, row[1])
+        return None if sess is None or expiry is None else (sess, expiry)
 
     def set(self, sid: str, sess: dict) -> None:
         """Insert or replace a session, in one statement. Its expiry comes from sess['cookie']."""
         _check_sid(sid)
-        if not isinstance(sess, dict):
-            raise TypeError("a session is a dict, not %s" % type(sess).__name__)
+        _check_session(sess)
+        sql = self._statements
         expires = _expiry_of(sess, _utcnow())
         cookie = sess.get("cookie")
         if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime.datetime):
             sess = dict(sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"])))  # as a JS Date serializes
         data = _to_json(sess)
-        expired = self._to_db_time(expires)
-        self._run(self._statements.set, (sid, data, expired, data, expired))
+        self._check_size(sid, len(data))
+        expired = sql.db_time(expires)
+        self._execute(sql.set, (sid, data, expired, data, expired))
+
+    def patch(self, sid: str, changes: Dict[str, Any], removed: Iterable[str] = ()) -> bool:
+        """Set some top-level keys of a live session and remove others, leaving the rest as stored.
+
+        One statement, applied to the row as it is now, so concurrent patches of
+        different keys all survive. A "cookie" in changes also moves the expiry.
+        Never creates or revives a row: returns False when no live row was
+        changed (on MySQL/MariaDB also when the row already held these values).
+        """
+        _check_sid(sid)
+        sql = self._statements
+        encoded = {key: _to_json(value, "session[%r]" % key) for key, value in changes.items()}
+        self._check_size(sid, sum(len(key) + len(text) + 4 for key, text in encoded.items()))
+        now = _utcnow()
+        expired = sql.db_time(_expiry_of(changes, now)) if isinstance(changes.get("cookie"), dict) else None
+        statement, params = sql.patch(encoded, [key for key in removed if key not in encoded])
+        self._sweeper.start_if_needed()
+        with self.connection():
+            if sql.dialect == "sqlite":
+                self.db.connection().create_function(_SQLITE_MERGE, 3, _sqlite_merge)
+            cursor = self.db.execute_sql(statement, tuple(params) + (expired, sid, sql.db_time(now)))
+            return cursor.rowcount > 0
 
     def touch(self, sid: str, sess: dict) -> None:
         """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row."""
         _check_sid(sid)
-        if not isinstance(sess, dict):
-            raise TypeError("a session is a dict, not %s" % type(sess).__name__)
-        now = _utcnow()
-        expired = self._to_db_time(_expiry_of(sess, now))
-        self._run(self._statements.touch, (expired, sid, self._to_db_time(now)))
+        _check_session(sess)
+        sql, now = self._statements, _utcnow()
+        self._execute(sql.touch, (sql.db_time(_expiry_of(sess, now)), sid, sql.db_time(now)))
+
+    @contextlib.contextmanager
+    def locked(self, sid: str) -> Iterator[Optional[Tuple[dict, datetime.datetime]]]:
+        """A transaction holding the session's row lock (SQLite: the write lock).
+
+        Yields what get_with_expiry() would, read under the lock; what the block
+        writes with set() or patch() commits when it ends, so a read-modify-write
+        inside it cannot lose a concurrent update.
+        """
+        _check_sid(sid)
+        sql = self._statements
+        # SQLite has no row locks: BEGIN IMMEDIATE takes the write lock before the read.
+        with self.connection(), self.db.atomic(*(["IMMEDIATE"] if sql.dialect == "sqlite" else [])):
+            yield self._read(sql.get_for_update, sid)
 
     def destroy(self, sid: str) -> int:
         """Delete a session; returns how many rows went (0 or 1)."""
         _check_sid(sid)
-        return self._run(self._statements.destroy, (sid,)).rowcount
+        return self._execute(self._statements.destroy, (sid,)).rowcount
 
     def length(self) -> int:
         """How many live sessions there are."""
-        return self._fetchone(self._statements.length, (self._now_param(),))[0]
+        sql = self._statements
+        return self._execute(sql.length, (sql.now(),), "fetchone")[0]
 
     def all(self) -> Dict[str, dict]:
         """Every live session, by id (damaged rows are logged and left out)."""
-        rows = self._fetchall(self._statements.all, (self._now_param(),))
+        sql = self._statements
+        rows = self._execute(sql.all, (sql.now(),), "fetchall")
         sessions = ((sid, _session_from_json(sid, raw)) for sid, raw in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
     def clear(self) -> int:
         """Delete every session; returns how many rows went."""
-        return self._run(self._statements.clear, ()).rowcount
+        return self._execute(self._statements.clear, ()).rowcount
 
     def sweep(self) -> int:
         """Delete the expired sessions now, in batches; returns how many rows went."""
@@ -490,21 +631,21 @@ class PeeweeSessionStore:
 
     def sweep_batches(self) -> Iterator[int]:
         """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count."""
-        sql, batch = self._statements.sweep_batch, self.sweep_batch_size
+        sql, batch = self._statements, self.sweep_batch_size
         with self.connection():
             while True:
-                count = self.db.execute_sql(sql, (self._now_param(), batch)).rowcount
+                count = self.db.execute_sql(sql.sweep_batch, (sql.now(), batch)).rowcount
                 yield count
                 if count < batch:
                     return
 
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
-        sql, now = self._statements, self._now_param()
+        sql = self._statements
         with self.connection():
-            live, soonest, latest = self.db.execute_sql(sql.live_stats, (now,)).fetchone()
-            expired = self.db.execute_sql(sql.expired_count, (now,)).fetchone()[0]
-            size = _table_bytes(self.db, _dialect_of(self.db), self.table_name)
+            live, soonest, latest = self.db.execute_sql(sql.live_stats, (sql.now(),)).fetchone()
+            expired = self.db.execute_sql(sql.expired_count, (sql.now(),)).fetchone()[0]
+            size = _table_bytes(self.db, sql.dialect, self.table_name)
         return {
             "live": live,
             "expired": expired,
@@ -512,6 +653,11 @@ class PeeweeSessionStore:
             "latest_expiry": None if latest is None else _expiry_from_db(latest),
             "table_bytes": size,
         }
+
+    def _check_size(self, sid: str, size: int) -> None:
+        if self.max_session_size is not None and size > self.max_session_size:
+            raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
+                             % (sid, size, self.max_session_size))
 
     def close(self) -> None:
         """Stop the sweeper (and close the database if the store made it)."""
@@ -532,7 +678,7 @@ class PeeweeSessionStore:
 def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:
     """The table's size with its indexes, where the database reports it (SQLite needs its dbstat table)."""
     queries = {
-        "postgresql": "SELECT pg_total_relation_size(CAST(%s AS regclass))" % db.param,
+        "postgresql": "SELECT pg_total_relation_size(to_regclass(quote_ident(%s)))" % db.param,
         "mysql": "SELECT data_length + index_length FROM information_schema.tables "
                  "WHERE table_schema = DATABASE() AND table_name = %s" % db.param,
         "sqlite": "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?",
@@ -570,19 +716,28 @@ class _Connection:
 
     def open(self) -> None:
         if not self.opened:
-            self.opened = self.db.connect(reuse_if_open=True)
+            try:
+                self.opened = self.db.connect(reuse_if_open=True)
+            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+                raise _translated(exc) from exc
 
     def close(self) -> None:
         if self.opened:
             self.opened = False
-            self.db.close()
+            try:
+                self.db.close()
+            except (peewee.DatabaseError, peewee.InterfaceError):
+                pass  # a connection the server already dropped: it is gone either way
 
     def __enter__(self) -> "_Connection":
         self.open()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
         self.close()
+        translated = exc if exc is None else _translated(exc)
+        if translated is not exc:
+            raise translated from exc
 
 
 # -- Cookie signing: express-session's "s:<sid>.<HMAC-SHA256>" ---------------------------------
@@ -653,7 +808,7 @@ class SessionCookie:
     other attributes come from the plugin's settings.
     """
 
-    __slots__ = ("max_age", "expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
+    __slots__ = ("max_age", "_expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
 
     def __init__(
         self,
@@ -667,7 +822,7 @@ class SessionCookie:
         priority: Optional[str] = None,
     ) -> None:
         self.max_age = max_age
-        self.expires: Optional[datetime.datetime] = None
+        self._expires: Optional[datetime.datetime] = None
         self.path = path
         self.domain = domain
         self.secure = secure
@@ -676,9 +831,14 @@ class SessionCookie:
         self.partitioned = partitioned
         self.priority = priority
 
+    @property
+    def expires(self) -> Optional[datetime.datetime]:
+        """When the cookie expires: now + max_age, as of the last reset (None for a browser-session cookie)."""
+        return self._expires
+
     def reset_expiry(self, now: datetime.datetime) -> None:
         """Start the lifetime again from now (express-session's resetMaxAge)."""
-        self.expires = None if self.max_age is None else now + datetime.timedelta(seconds=self.max_age)
+        self._expires = None if self.max_age is None else now + datetime.timedelta(seconds=self.max_age)
 
     def to_json(self) -> dict:
         """express-session's cookie JSON: its keys, in its order, absent ones left out."""
@@ -719,7 +879,7 @@ class SessionCookie:
         return "; ".join(parts)
 
     def __repr__(self) -> str:
-        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key, getattr(self, key)) for key in self.__slots__)
+        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
 
 
 def _js_number(value: float) -> Union[int, float]:
@@ -728,6 +888,7 @@ def _js_number(value: float) -> Union[int, float]:
 
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_LOADED = object()  # the placeholder key of a Session not loaded yet
 
 
 class Session(dict):
@@ -735,17 +896,26 @@ class Session(dict):
 
     Attributes: `id`, `cookie` (a SessionCookie), `is_new` (not found in the
     store when the request came in). Methods: regenerate(), destroy(),
-    reload(), save(), touch(). The plugin saves it when the callback returns.
+    reload(), save(), touch(), locked(). The plugin saves it after the callback.
+
+    A save writes only the keys this request changed or deleted, merged into the
+    row as it is then, so concurrent requests changing different keys all keep
+    their changes; for the same key the last writer wins (use locked()).
     """
 
     def __init__(self, plugin: "SessionPlugin", environ: dict, options: "_RouteOptions") -> None:
         super().__init__()
+        # Until loaded, the dict's own storage holds one placeholder: C code that checks a dict's
+        # size before calling its methods (json.dumps does) then calls them, and they load it.
+        dict.__setitem__(self, _NOT_LOADED, None)
         self._plugin = plugin
+        self._store = plugin.store
         self._options = options
         self._environ = environ
         self._connection = plugin.store.connection()
-        self._cookie_sid = plugin._sid_from_request(environ)
+        self._cookie_sid, self._signed_with_old_secret = plugin._sid_from_request(environ)
         self._loaded = False
+        self._finished = False
         self._destroyed = False
 
     # Loading, on first use.
@@ -753,29 +923,33 @@ class Session(dict):
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True
+        if self._finished:
+            raise RuntimeError("the session was used after its response was sent (in a generator route?): "
+                               "read it in the callback itself")
         found = None
         if self._cookie_sid is not None:
             self._connection.open()
-            found = self._plugin.store.get_with_expiry(self._cookie_sid)
+            found = self._store.get_with_expiry(self._cookie_sid)
         if found is None:
             self._start_new()
         else:
             self._adopt(self._cookie_sid, *found)
+            self._original = (self._id, self._baseline, self._cookie.max_age)
+        self._loaded = True
 
     def _start_new(self) -> None:
-        dict.clear(self)
+        dict.clear(self)  # also removes the placeholder
         self._id = self._plugin._new_sid()
         self._is_new = True
         self._in_store = False
         self._cookie = self._plugin._new_cookie(self._environ)
         self._cookie.reset_expiry(_utcnow())
         self._stored_expiry: Optional[datetime.datetime] = None
-        self._original = self._state()
-        self._saved: Optional[tuple] = None
+        self._mark_saved({})
+        self._original = (self._id, self._baseline, self._cookie.max_age)  # what "modified" compares with
 
     def _adopt(self, sid: str, sess: dict, expiry: datetime.datetime) -> None:
-        dict.clear(self)
+        dict.clear(self)  # also removes the placeholder
         stored_cookie = sess.pop("cookie", None)
         dict.update(self, sess)
         self._id = sid
@@ -788,12 +962,18 @@ class Session(dict):
                 self._cookie.max_age = None if max_age is None else max_age / 1000
         self._cookie.reset_expiry(_utcnow())
         self._stored_expiry = expiry
-        self._original = self._state()
-        self._saved = None if self._options.resave else self._original
+        self._mark_saved(self._encoded())
 
-    def _state(self) -> tuple:
-        """What counts as a change: the id, the data (nested values included) and the lifetime."""
-        return (self._id, _to_json(dict.copy(self)), self._cookie.max_age)
+    def _encoded(self) -> Dict[str, str]:
+        """Each key's value as JSON: the unit of change detection (nested changes show)."""
+        if dict.__contains__(self, "cookie"):
+            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
+        return {key: _to_json(value, "session[%r]" % key) for key, value in dict.items(self)}
+
+    def _mark_saved(self, encoded: Dict[str, str]) -> None:
+        """Remember what the store holds now, to write only what changes after this."""
+        self._baseline = encoded
+        self._baseline_max_age = self._cookie.max_age
 
     @property
     def id(self) -> str:
@@ -815,8 +995,7 @@ class Session(dict):
     def to_store(self) -> dict:
         """The JSON document the store keeps: express-session's shape, cookie first."""
         self._load()
-        if dict.__contains__(self, "cookie"):
-            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
+        self._encoded()  # refuses a "cookie" key
         sess = {"cookie": self._cookie.to_json()}
         sess.update(dict.items(self))
         return sess
@@ -824,24 +1003,41 @@ class Session(dict):
     def save(self) -> None:
         """Write the session now (it is also saved after the callback if it changes again)."""
         self._load()
-        state = self._state()
-        sess = self.to_store()
+        self._write(self._encoded(), force=True)
+
+    def _write(self, encoded: Dict[str, str], force: bool = False) -> None:
+        """Insert a session the store lacks; patch one it has with what changed since the last write."""
+        changed = {key: dict.__getitem__(self, key) for key, text in encoded.items() if self._baseline.get(key) != text}
+        removed = [key for key in self._baseline if key not in encoded]
+        lifetime_changed = self._cookie.max_age != self._baseline_max_age
+        if self._in_store and not (changed or removed or lifetime_changed or force):
+            return
         self._connection.open()
-        self._plugin.store.set(self._id, sess)
-        self._saved = state
-        self._in_store = True
-        self._stored_expiry = _expiry_of(sess, _utcnow())
+        cookie = self._cookie.to_json()
+        if self._in_store:
+            if not self._store.patch(self._id, dict(changed, cookie=cookie), removed):
+                # Destroyed or expired meanwhile (a log-out in another request): never bring it back.
+                logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
+                self._in_store = False
+                return
+        else:
+            self._store.set(self._id, dict({"cookie": cookie}, **dict.copy(self)))
+            self._in_store = True
+        self._stored_expiry = _expiry_of({"cookie": cookie}, _utcnow())
+        self._mark_saved(encoded)
 
     def touch(self) -> None:
         """Restart the session's lifetime now, in the cookie and in the store."""
         self._load()
-        now = _utcnow()
-        self._cookie.reset_expiry(now)
+        self._cookie.reset_expiry(_utcnow())
         if self._in_store:
-            sess = self.to_store()
-            self._connection.open()
-            self._plugin.store.touch(self._id, sess)
-            self._stored_expiry = _expiry_of(sess, now)
+            self._touch_row()
+
+    def _touch_row(self) -> None:
+        self._connection.open()
+        cookie = {"cookie": self._cookie.to_json()}
+        self._store.touch(self._id, cookie)
+        self._stored_expiry = _expiry_of(cookie, _utcnow())
 
     def regenerate(self) -> None:
         """Move the data to a new id and delete the old row: call it on log-in (session fixation)."""
@@ -862,7 +1058,29 @@ class Session(dict):
         found = None
         if self._in_store:
             self._connection.open()
-            found = self._plugin.store.get_with_expiry(self._id)
+            found = self._store.get_with_expiry(self._id)
+        self._replace_with(found)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["Session"]:
+        """Make a read-modify-write atomic: reload under the row lock, save before it is released.
+
+            with session.locked():
+                session["balance"] = session.get("balance", 0) + amount
+
+        Changes made before the block and not yet saved are dropped by the reload.
+        """
+        self._load()
+        self._connection.open()
+        if not self._in_store:
+            yield self  # nothing stored to lock yet: the insert after the callback is the only writer
+            return
+        with self._store.locked(self._id) as found:
+            self._replace_with(found)
+            yield self
+            self._write(self._encoded())
+
+    def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime]]) -> None:
         if found is None:
             self._start_new()
         else:
@@ -871,9 +1089,9 @@ class Session(dict):
     def _delete_row(self) -> None:
         if self._in_store:
             self._connection.open()
-            self._plugin.store.destroy(self._id)
+            self._store.destroy(self._id)
             self._in_store = False
-            self._saved = None
+            self._mark_saved({})
 
     # After the callback: save, touch or neither, then the cookie (express-session's rules).
 
@@ -883,37 +1101,50 @@ class Session(dict):
                 return  # never used: no query, no cookie
             self._load()  # rolling promises a fresh expiry on every response
         self._cookie.reset_expiry(_utcnow())
-        state = self._state()
-        modified = state != self._original
+        encoded = self._encoded()
+        # express-session's isModified: a new id, other data or another lifetime than at the start.
+        modified = (self._id, encoded, self._cookie.max_age) != self._original
         browser_has_id = self._id == self._cookie_sid
-        if self._saved is None and not browser_has_id and (self._destroyed or not self._options.save_uninitialized):
-            should_save = modified  # an empty new session is not stored
-        else:
-            should_save = state != self._saved
-        if should_save:
-            self.save()
-        elif browser_has_id:
-            self._touch_if_due()
-        if browser_has_id:
-            send_cookie = self._options.rolling or (modified and self._cookie.expires is not None)
-        else:
-            send_cookie = self._in_store
-        if send_cookie:
+        if self._in_store:
+            self._write(encoded, force=self._options.resave)  # writes only if something changed
+            if browser_has_id and not self._options.resave:
+                self._touch_if_due()
+        elif modified or (self._options.save_uninitialized and not self._destroyed):
+            self._write(encoded)  # an empty new session is not stored (saveUninitialized)
+        self._plugin._mark_private(response)
+        if self._should_send_cookie(browser_has_id, modified):
             self._plugin._send_cookie(response, self._cookie, self._id, self._environ)
         elif self._destroyed and self._cookie_sid is not None:
             self._plugin._send_cookie(response, self._cookie, None, self._environ)
 
+    def _should_send_cookie(self, browser_has_id: bool, modified: bool) -> bool:
+        """express-session's shouldSetCookie, plus a cookie that must be re-signed or re-timed."""
+        if not self._in_store:
+            return False  # nothing stored for a cookie to point at
+        if not browser_has_id:
+            return True
+        lifetime_changed = self._cookie.max_age != self._original[2]
+        return (self._options.rolling or self._signed_with_old_secret or lifetime_changed
+                or (modified and self._cookie.expires is not None))
+
     def _touch_if_due(self) -> None:
         """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
-        sess = self.to_store()
-        now = _utcnow()
-        if (_expiry_of(sess, now) - self._stored_expiry).total_seconds() >= self._options.touch_after:
-            self._connection.open()
-            self._plugin.store.touch(self._id, sess)
-            self._stored_expiry = _expiry_of(sess, now)
+        if self._in_store:
+            next_expiry = _expiry_of({"cookie": self._cookie.to_json()}, _utcnow())
+            if (next_expiry - self._stored_expiry).total_seconds() >= self._options.touch_after:
+                self._touch_row()
 
     def _release(self) -> None:
+        self._finished = True
         self._connection.close()
+
+    def __copy__(self) -> dict:
+        return self.copy()  # a plain dict: a copy has no request to be saved with
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        import copy
+
+        return copy.deepcopy(self.copy(), memo)
 
     def __repr__(self) -> str:
         if not self._loaded:
@@ -941,7 +1172,6 @@ for _name in (
 ):  # fmt: skip
     setattr(Session, _name, _loads_first(_name))
 del _name
-Session.__hash__ = None  # type: ignore[assignment]  # a mutable mapping, like dict
 
 
 # -- The Bottle plugin -----------------------------------------------------------------------
@@ -958,11 +1188,13 @@ class _RouteOptions:
         self.save_uninitialized = save_uninitialized
         self.touch_after = touch_after
 
-    def updated(self, overrides: Dict[str, Any]) -> "_RouteOptions":
-        unknown = set(overrides) - set(self.__slots__)
-        if unknown:
-            raise ValueError("unknown session route option(s): %s" % ", ".join(sorted(unknown)))
-        values = {key: overrides.get(key, getattr(self, key)) for key in self.__slots__}
+    def for_route(self, config: Any, prefix: str) -> "_RouteOptions":
+        """These options with a route's overrides: route.config["session.rolling"] and so on.
+
+        Only these keys are read: route.config also falls back to the app's config,
+        where a "session" section may hold settings of the app's own.
+        """
+        values = {key: config.get("%s.%s" % (prefix, key), getattr(self, key)) for key in self.__slots__}
         return _RouteOptions(**values)
 
 
@@ -1005,6 +1237,7 @@ class SessionPlugin:
         touch_after: Optional[float] = None,
         trust_proxy: bool = False,
         genid: Optional[Callable[[], str]] = None,
+        error_status: Optional[int] = None,
         **store_options: Any,
     ) -> None:
         self.secrets = _check_secrets(secret)
@@ -1043,6 +1276,7 @@ class SessionPlugin:
         self.priority = _PRIORITY[priority.lower()] if priority else None
         self.trust_proxy = trust_proxy
         self.genid = genid or _default_genid
+        self.error_status = error_status
         self.options = _RouteOptions(rolling, resave, save_uninitialized, float(touch_after))
 
     # Bottle's plugin API.
@@ -1059,10 +1293,7 @@ class SessionPlugin:
 
         if not _takes_argument(route.callback, self.keyword):
             return callback
-        options = self.options.updated(route.config.get(self.name, {}) or {})
-        options = options.updated(
-            {key[len(self.name) + 1:]: value for key, value in route.config.items() if key.startswith(self.name + ".")}
-        )
+        options = self.options.for_route(route.config, self.name)
 
         def with_session(*args, **kwargs):
             session = Session(self, bottle.request.environ, options)
@@ -1070,11 +1301,19 @@ class SessionPlugin:
             try:
                 try:
                     result = callback(*args, **kwargs)
+                    if result is session:
+                        session._load()  # returned for Bottle to serialize after the session is finished
                 except bottle.HTTPResponse as sent:  # redirect(), abort(), raised HTTPError
                     session._finish(sent)
                     raise
                 session._finish(result if isinstance(result, bottle.HTTPResponse) else bottle.response)
                 return result
+            except SessionStoreError as exc:
+                if self.error_status is None:
+                    raise
+                logger.warning("answering %d: %s", self.error_status, exc)
+                raise bottle.HTTPError(self.error_status, "The session store is unavailable; please retry.",
+                                       exc, headers={"Retry-After": "5"}) from exc
             finally:
                 session._release()
 
@@ -1086,10 +1325,13 @@ class SessionPlugin:
 
     # Used by Session.
 
-    def _sid_from_request(self, environ: dict) -> Optional[str]:
+    def _sid_from_request(self, environ: dict) -> Tuple[Optional[str], bool]:
+        """The verified session id in the request's cookie (or None), and whether an old secret signed it."""
         value = _read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
         sid = None if value is None else unsign_session_id(value, self.secrets)
-        return sid if _is_valid_sid(sid) else None
+        if not _is_valid_sid(sid):
+            return None, False
+        return sid, len(self.secrets) > 1 and unsign_session_id(value, self.secrets[:1]) is None
 
     def _new_sid(self) -> str:
         sid = self.genid()
@@ -1109,11 +1351,15 @@ class SessionPlugin:
         if sid is None:  # clear it: an empty value that expired long ago
             cleared = SessionCookie(0, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite,
                                     cookie.partitioned, cookie.priority)
-            cleared.expires = _EPOCH
+            cleared._expires = _EPOCH
             header = cleared.header(self.cookie_name, "")
         else:
             header = cookie.header(self.cookie_name, sign_session_id(sid, self.secrets[0]))
         response.add_header("Set-Cookie", header)
+
+    @staticmethod
+    def _mark_private(response: Any) -> None:
+        """A response that read a session depends on the cookie: keep it out of shared caches."""
         vary = response.get_header("Vary")
         if not vary:
             response.set_header("Vary", "Cookie")
@@ -1252,7 +1498,7 @@ def _argument_parser() -> "argparse.ArgumentParser":
     return parser
 
 
-def _open_database(url: Optional[str]) -> peewee.Database:
+def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
     if not url:
         raise _CommandError("no database: pass --db URL or set PEEWEE_SESSIONS_DB", EXIT_USAGE)
     from playhouse.db_url import connect
@@ -1262,6 +1508,9 @@ def _open_database(url: Optional[str]) -> peewee.Database:
         _dialect_of(db)
     except Exception as exc:  # db_url raises several kinds for a URL it can't use
         raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+    if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):
+        # SQLite would create an empty file for a mistyped path.
+        raise _CommandError("no SQLite database at %r" % db.database, EXIT_UNREACHABLE)
     try:
         db.connect()
     except peewee.ImproperlyConfigured as exc:
@@ -1272,10 +1521,15 @@ def _open_database(url: Optional[str]) -> peewee.Database:
 
 
 def _run_command(args: Any, out: Any, err: Any) -> None:
+    try:
+        _check_identifier(args.table, "--table", _MAX_IDENTIFIER - len(_INDEX_SUFFIX))
+        _check_identifier(args.sid_field, "--sid-field")
+    except ValueError as exc:
+        raise _CommandError(str(exc), EXIT_USAGE) from None
     if args.command == "sql" and args.dialect:
         print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
         return
-    db = _open_database(args.db)
+    db = _open_database(args.db, may_create=args.command == "create-table")
     try:
         if args.command == "sql":
             print(";\n".join(create_table_sql(db, args.table, args.sid_field)) + ";", file=out)
@@ -1290,8 +1544,10 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
     except TableMissingError:
         raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
                             EXIT_NO_TABLE) from None
-    except peewee.DatabaseError as exc:
-        raise _CommandError("database error: %s" % str(exc).strip(), EXIT_ERROR) from None
+    except SessionStoreUnavailable as exc:
+        raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
+    except SessionStoreError as exc:
+        raise _CommandError(str(exc), EXIT_ERROR) from None
     finally:
         db.close()
 
@@ -1324,8 +1580,9 @@ def _stats(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bo
     for key, value in stats.items():
         if isinstance(value, datetime.datetime):
             value = _iso_z(value)
-        print("%-15s %s" % (key.replace("_", " ") + ":", "not reported" if value is None and key == "table_bytes"
-                            else "-" if value is None else value), file=out)
+        elif value is None:
+            value = "not reported" if key == "table_bytes" else "-"
+        print("%-15s %s" % (key.replace("_", " ") + ":", value), file=out)
 
 
 def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:

@@ -20,6 +20,8 @@ EXPIRED = {"cookie": {"expires": "2001-01-01T00:00:00.000Z"}}
 def cli(backend, db, table_name, tmp_path, capsys):
     """Runs the command line in-process against the test's database and table: (exit code, stdout, stderr)."""
     url = database_url(backend, tmp_path)
+    with db.connection_context():
+        pass  # the database exists (SQLite: the file), the table not yet
 
     def run(*args, table=True):
         code = main(["--db", url] + (["--table", table_name] if table else []) + list(args))
@@ -171,3 +173,15 @@ def test_sweep_shows_progress_on_a_terminal(tmp_path):
 
 def test_the_console_script_is_declared():
     assert "peewee-sessions = peewee_sessions:main" in (ROOT / "setup.py").read_text()
+
+
+@pytest.mark.parametrize("option", [["--table", "bad name"], ["--sid-field", "1x"], ["--table", "x;drop"]])
+def test_a_bad_identifier_is_a_usage_error(option, tmp_path):
+    result = run_module("--db", "sqlite:///%s" % (tmp_path / "x.db"), *option, "stats")
+    assert result.returncode == EXIT_USAGE and "Traceback" not in result.stderr and "identifier" in result.stderr
+
+
+def test_a_mistyped_sqlite_path_creates_no_file(tmp_path):
+    result = run_module("--db", "sqlite:///%s" % (tmp_path / "typo.db"), "stats")
+    assert result.returncode == EXIT_UNREACHABLE and "no SQLite database" in result.stderr
+    assert not (tmp_path / "typo.db").exists()

@@ -31,8 +31,8 @@ def test_queries_per_request(web):
     client.get("/read")   # read-only: one read (touch not yet due)
     assert statements(counter) == ["SELECT"]
     counter.reset()
-    client.get("/count")  # change: read + one upsert
-    assert statements(counter) == ["SELECT", "INSERT"]
+    client.get("/count")  # change: read + one write, a patch of the stored row
+    assert statements(counter) == ["SELECT", "UPDATE"]
 
 
 def test_the_plugin_closes_only_the_connection_it_opened(web):

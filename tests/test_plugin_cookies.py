@@ -141,3 +141,12 @@ def test_hostile_cookies_get_a_new_session_never_an_error(web):
         new_sid = urllib.parse.unquote(attributes(set_cookie(response))[0].split("=", 1)[1])[2:].rsplit(".", 1)[0]
         assert new_sid not in ("victim", "expired-one", "unknown-id", "x' OR '1'='1"), cookie
     assert store.get("victim")["n"] == 41
+
+
+def test_a_response_that_read_the_session_is_private_even_without_a_cookie(web):
+    client, _, _ = web
+    client.get("/count")
+    response = client.get("/read")
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["Vary"] == "Cookie" and response.headers["Cache-Control"] == "private"
+    assert "Vary" not in client.get("/plain").headers

@@ -99,6 +99,9 @@ def test_a_database_proxy_initialized_later(backend, tmp_path, table_name):
     try:
         store.set("x", SESS)
         assert store.get("x") == SESS
+        soon = {"cookie": {"originalMaxAge": 60000}}  # expires within the hour: compared as text on SQLite
+        store.set("soon", soon)
+        assert store.get("soon") == soon and store.sweep() == 0
     finally:
         drop_table(proxy, table_name)
 

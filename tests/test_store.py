@@ -166,3 +166,73 @@ def test_the_store_leaves_the_connection_as_it_found_it(db, store):
     db.connect()
     store.set("b", live())
     assert not db.is_closed()
+
+
+# -- patch: a merge of some keys into the row as it is now ------------------------------------
+
+ODD_KEYS = ['q"uote', "back\\slash", "dot.ted", "[0]", "$", "", "ünï", "🎉", "new\nline", "sp ace", "*"]
+
+
+def test_patch_sets_and_removes_keys_and_leaves_the_rest(store):
+    store.set("sid-1", live(keep=1, change=2, drop=3, nested={"a": [1, 2]}))
+    assert store.patch("sid-1", {"change": {"x": None}, "added": [1.5, "two", None, True]}, ["drop"]) is True
+    found = store.get("sid-1")
+    assert {key: found[key] for key in found if key != "cookie"} == {
+        "keep": 1, "change": {"x": None}, "nested": {"a": [1, 2]}, "added": [1.5, "two", None, True]}
+
+
+def test_patch_keeps_key_order(store):
+    store.set("sid-1", live(first=1, second=2, third=3))
+    store.patch("sid-1", {"second": 20, "fourth": 4, "cookie": live()["cookie"]}, ["first"])
+    assert list(store.get("sid-1")) == ["cookie", "second", "third", "fourth"]
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+def test_patch_handles_any_key(store, key):
+    store.set("sid-1", live(**{"other": 0, key: "old"}))
+    store.patch("sid-1", {key: {"new": key}})
+    assert store.get("sid-1")[key] == {"new": key} and store.get("sid-1")["other"] == 0
+    store.patch("sid-1", {}, [key])
+    assert key not in store.get("sid-1") and store.get("sid-1")["other"] == 0
+
+
+def test_patch_with_a_cookie_moves_the_expiry_and_without_keeps_it(store):
+    store.set("sid-1", {"cookie": {"expires": "2090-01-01T00:00:00.000Z"}})
+    store.patch("sid-1", {"n": 1})
+    assert stored_expiry(store, "sid-1") == datetime.datetime(2090, 1, 1, tzinfo=UTC)
+    store.patch("sid-1", {"cookie": {"expires": "2095-01-01T00:00:00.000Z"}})
+    assert stored_expiry(store, "sid-1") == datetime.datetime(2095, 1, 1, tzinfo=UTC)
+
+
+def test_patch_never_creates_or_revives(store):
+    assert store.patch("ghost", {"n": 1}) is False
+    store.set("dead", {"cookie": {"expires": in_(-5)}})
+    assert store.patch("dead", {"n": 1, "cookie": live()["cookie"]}) is False
+    assert store.get("ghost") is None and store.get("dead") is None
+
+
+def test_patch_refuses_unstorable_values_and_keeps_the_row(store):
+    store.set("sid-1", live(n=1))
+    with pytest.raises(TypeError, match=r"session\['bad'\]"):
+        store.patch("sid-1", {"n": 2, "bad": {1, 2}})
+    assert store.get("sid-1")["n"] == 1
+
+
+def test_locked_holds_the_row_until_the_block_ends(store):
+    store.set("sid-1", live(n=0))
+    with store.locked("sid-1") as (sess, expiry):
+        assert sess["n"] == 0
+        store.patch("sid-1", {"n": 1})
+    assert store.get("sid-1")["n"] == 1
+    with store.locked("missing") as found:
+        assert found is None
+
+
+def test_sessions_over_the_size_limit_are_refused_and_nothing_changes(make_store):
+    store = make_store(max_session_size=1000)
+    store.set("sid-1", live(n=1))
+    with pytest.raises(ValueError, match="max_session_size"):
+        store.set("sid-1", live(n=2, blob="x" * 2000))
+    with pytest.raises(ValueError, match="max_session_size"):
+        store.patch("sid-1", {"blob": "x" * 2000})
+    assert store.get("sid-1") == store.get("sid-1") and store.get("sid-1")["n"] == 1 and "blob" not in store.get("sid-1")
