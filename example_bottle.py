@@ -64,10 +64,10 @@ def session_secret():
     return DEVELOPMENT_SECRET
 
 
-def make_app(db=None, secret=None):
+def make_app(db=None, secret=None, **plugin_options):
     """The site as a bottle.Bottle app. db: a peewee database, None for ./peewee_sessions.sqlite."""
     app = bottle.Bottle()
-    app.install(SessionPlugin(db, secret=secret or session_secret()))
+    app.install(SessionPlugin(db, secret=secret or session_secret(), **plugin_options))
 
     # The routes are defined inside the factory on purpose, and log-in and
     # log-out are closures over `app` (for app.get_url): the plugin must find

@@ -338,12 +338,13 @@ def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: s
 class _Statements:
     """The store's SQL, written once per store: identifiers validated and quoted, values always bound."""
 
-    def __init__(self, db: peewee.Database, dialect: str, table: str, sid_column: str) -> None:
+    def __init__(self, db: peewee.Database, dialect: str, table: str, sid_column: str, mariadb: bool = False) -> None:
         open_quote, close_quote = db.quote
         t = open_quote + table + close_quote
         sid = open_quote + sid_column + close_quote
         p = self.param = db.param
         self.dialect = dialect
+        self.mariadb = mariadb
         self.db_time = _EXPIRY_TO_DB[dialect]  # an aware datetime as this database's expired column wants it
         upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
         # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
@@ -380,10 +381,11 @@ class _Statements:
         """
         p = self.param
         if self.dialect == "postgresql":
-            # Rebuilt with json_object_agg rather than jsonb's || and -: keys keep their order
-            # (cookie first, as express-session writes it) instead of jsonb's sorted one.
+            # Rebuilt as text rather than with jsonb's || and -: keys keep their order (cookie
+            # first) and the text stays as compact as express-session writes it.
             merged = (
-                "(SELECT COALESCE(json_object_agg(key, value ORDER BY position), '{}') FROM ("
+                "(SELECT CAST(COALESCE('{' || string_agg(CAST(to_json(key) AS text) || ':' || CAST(value AS text),"
+                " ',' ORDER BY position) || '}', '{}') AS json) FROM ("
                 " SELECT stored.key, COALESCE(changed.value, stored.value) AS value, stored.position"
                 " FROM json_each(CAST(sess AS json)) WITH ORDINALITY AS stored(key, value, position)"
                 f" LEFT JOIN json_each(CAST({p} AS json)) AS changed ON changed.key = stored.key"
@@ -409,6 +411,8 @@ class _Statements:
             if removed:
                 merged = f"JSON_REMOVE({merged}" + f", {p}" * len(removed) + ")"
                 params += [_json_path(key) for key in removed]
+            if self.mariadb:
+                merged = f"JSON_COMPACT({merged})"  # MariaDB's JSON functions add spaces; express-session doesn't
         return self._patch.replace("{merged}", merged), params
 
 
@@ -498,7 +502,8 @@ class PeeweeSessionStore:
                 dialect = _dialect_of(self.db)
                 with self.connection():
                     self._ensure_table()
-                self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name)
+                    mariadb = dialect == "mysql" and "mariadb" in self.db.execute_sql("SELECT VERSION()").fetchone()[0].lower()
+                self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
             return self._sql
 
     def _ensure_table(self) -> None:
@@ -842,7 +847,8 @@ class SessionCookie:
 
     def to_json(self) -> dict:
         """express-session's cookie JSON: its keys, in its order, absent ones left out."""
-        data: Dict[str, Any] = {"originalMaxAge": _js_number(self.max_age * 1000) if self.max_age is not None else None}
+        original_max_age = None if self.max_age is None else _js_number(round(self.max_age * 1000, 6))
+        data: Dict[str, Any] = {"originalMaxAge": original_max_age}
         if self.partitioned:
             data["partitioned"] = True
         if self.priority:
