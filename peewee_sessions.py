@@ -43,8 +43,10 @@ import os
 import random
 import re
 import secrets
+import sys
 import threading
 import urllib.parse
+import weakref
 from base64 import b64encode
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -111,15 +113,19 @@ def _as_utc(value: datetime.datetime) -> datetime.datetime:
 
 def _parse_iso(text: str) -> datetime.datetime:
     """Parse ISO-8601 as JavaScript's Date#toISOString writes it ("...T12:00:00.123Z")."""
-    if text.endswith(("Z", "z")):
+    if _OLD_FROMISOFORMAT and text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     return _as_utc(datetime.datetime.fromisoformat(text))
 
 
+_OLD_FROMISOFORMAT = sys.version_info < (3, 11)  # before 3.11 it reads neither "Z" nor 1-2 digit fractions
+
+
 def _iso_z(value: datetime.datetime) -> str:
     """Format like JavaScript's Date#toISOString: UTC, milliseconds, a trailing Z."""
-    value = _as_utc(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (value.microsecond // 1000)
+    if value.tzinfo is not UTC:
+        value = _as_utc(value)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 # Each database keeps the expiry the way connect-session-knex writes it, so that
@@ -140,10 +146,13 @@ def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
 # -- JSON: what a session may hold -----------------------------------------------------------
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options makes one a call
+
+
 def _to_json(value: Any, path: str = "session") -> str:
     """Encode a value as JSON, or raise TypeError naming the key that cannot be stored."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
@@ -720,7 +729,8 @@ class _Connection:
         self.opened = False
 
     def open(self) -> None:
-        if not self.opened:
+        # is_closed() is this thread's own state; connect() would take the database-wide lock.
+        if not self.opened and self.db.is_closed():
             try:
                 self.opened = self.db.connect(reuse_if_open=True)
             except (peewee.DatabaseError, peewee.InterfaceError) as exc:
@@ -1420,16 +1430,17 @@ class _Sweeper:
         self.interval = interval or 0
         self.on_error = on_error or _log_sweep_error
         self.timer: Optional[threading.Timer] = None
-        self._pid: Optional[int] = None
+        self._started = False
         self._stopped = False
         self._lock = threading.Lock()
+        _SWEEPERS.add(self)
 
     def start_if_needed(self) -> None:
-        if self._pid == os.getpid() or not self.interval or self._stopped:
-            return
+        if self._started or not self.interval or self._stopped:
+            return  # the common case, on every store operation: no lock, no system call
         with self._lock:
-            if self._pid != os.getpid() and not self._stopped:
-                self._pid = os.getpid()
+            if not self._started and not self._stopped:
+                self._started = True
                 self._arm()
 
     def _arm(self) -> None:
@@ -1457,6 +1468,24 @@ class _Sweeper:
             self._stopped = True
             if self.timer is not None:
                 self.timer.cancel()
+
+    def _after_fork(self) -> None:
+        """In a forked child the timer thread is gone (and the lock may be held by it): start afresh."""
+        self._lock = threading.Lock()
+        self._started = False
+        self.timer = None
+
+
+_SWEEPERS: "weakref.WeakSet[_Sweeper]" = weakref.WeakSet()
+
+
+def _restart_sweepers_after_fork() -> None:
+    for sweeper in list(_SWEEPERS):
+        sweeper._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_sweepers_after_fork)
 
 
 def _log_sweep_error(exc: Exception) -> None:
@@ -1609,8 +1638,6 @@ _COMMANDS = {"create-table": _create_table, "sweep": _sweep, "stats": _stats, "d
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`peewee-sessions` and `python -m peewee_sessions`: returns the exit code."""
-    import sys
-
     args = _argument_parser().parse_args(argv)
     try:
         _run_command(args, sys.stdout, sys.stderr)

@@ -117,3 +117,24 @@ def test_leaves_no_pooled_connection_in_use(backend, tmp_path, table_name):
         store.close()
         drop_table(pooled, table_name)
         pooled.close_all()
+
+
+def test_a_forked_child_starts_its_own_sweeper(make_store):
+    import os
+
+    store = make_store(clear_interval=30)
+    store.get("warm")
+    parent_timer = store._sweeper.timer
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's timer thread did not come along
+        try:
+            before = store._sweeper.timer
+            store._sweeper.start_if_needed()
+            ok = before is None and store._sweeper.timer is not None and store._sweeper.timer.is_alive()
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert store._sweeper.timer is parent_timer and parent_timer.is_alive()
