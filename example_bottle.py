@@ -67,6 +67,7 @@ def session_secret():
 def make_app(db=None, secret=None, **plugin_options):
     """The site as a bottle.Bottle app. db: a peewee database, None for ./peewee_sessions.sqlite."""
     app = bottle.Bottle()
+    plugin_options.setdefault("error_status", 503)  # the database down: "try again", not a crash page
     app.install(SessionPlugin(db, secret=secret or session_secret(), **plugin_options))
 
     # The routes are defined inside the factory on purpose, and log-in and

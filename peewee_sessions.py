@@ -31,6 +31,9 @@ The module needs only the standard library and peewee; bottle is imported by
 the plugin when it is installed.
 """
 
+import argparse
+import contextlib
+import copy
 import datetime
 import email.utils
 import hashlib
@@ -38,7 +41,6 @@ import hmac
 import inspect
 import json
 import logging
-import contextlib
 import os
 import random
 import re
@@ -894,6 +896,12 @@ class SessionCookie:
             parts.append("SameSite=" + self.samesite.capitalize())
         return "; ".join(parts)
 
+    def clearing_header(self, name: str) -> str:
+        """A Set-Cookie header that deletes the cookie: empty, expired in 1970, same path, domain and flags."""
+        cleared = copy.copy(self)
+        cleared._expires = _EPOCH
+        return cleared.header(name, "")
+
     def __repr__(self) -> str:
         return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
 
@@ -1158,8 +1166,6 @@ class Session(dict):
         return self.copy()  # a plain dict: a copy has no request to be saved with
 
     def __deepcopy__(self, memo: dict) -> dict:
-        import copy
-
         return copy.deepcopy(self.copy(), memo)
 
     def __repr__(self) -> str:
@@ -1283,13 +1289,15 @@ class SessionPlugin:
         self.keyword = keyword
         self.cookie_name = cookie_name
         self.max_age = max_age
-        self.path = path
-        self.domain = domain
-        self.httponly = httponly
-        self.secure = secure
-        self.samesite = _SAMESITE[samesite.lower()] if samesite else None
-        self.partitioned = partitioned
-        self.priority = _PRIORITY[priority.lower()] if priority else None
+        self.secure = secure  # True, False or "auto": decided per request
+        self.cookie_attributes = {
+            "path": path,
+            "domain": domain,
+            "httponly": httponly,
+            "samesite": _SAMESITE[samesite.lower()] if samesite else None,
+            "partitioned": partitioned,
+            "priority": _PRIORITY[priority.lower()] if priority else None,
+        }
         self.trust_proxy = trust_proxy
         self.genid = genid or _default_genid
         self.error_status = error_status
@@ -1356,19 +1364,14 @@ class SessionPlugin:
 
     def _new_cookie(self, environ: dict) -> SessionCookie:
         secure = self.secure if self.secure != "auto" else _is_https(environ, self.trust_proxy)
-        return SessionCookie(
-            self.max_age, self.path, self.domain, secure, self.httponly, self.samesite, self.partitioned, self.priority
-        )
+        return SessionCookie(self.max_age, secure=secure, **self.cookie_attributes)
 
     def _send_cookie(self, response: Any, cookie: SessionCookie, sid: Optional[str], environ: dict) -> None:
         if cookie.secure and not _is_https(environ, self.trust_proxy):
             logger.debug("not sending the secure session cookie over plain HTTP")
             return
-        if sid is None:  # clear it: an empty value that expired long ago
-            cleared = SessionCookie(0, cookie.path, cookie.domain, cookie.secure, cookie.httponly, cookie.samesite,
-                                    cookie.partitioned, cookie.priority)
-            cleared._expires = _EPOCH
-            header = cleared.header(self.cookie_name, "")
+        if sid is None:
+            header = cookie.clearing_header(self.cookie_name)
         else:
             header = cookie.header(self.cookie_name, sign_session_id(sid, self.secrets[0]))
         response.add_header("Set-Cookie", header)
@@ -1503,9 +1506,7 @@ class _CommandError(Exception):
         self.exit_code = exit_code
 
 
-def _argument_parser() -> "argparse.ArgumentParser":
-    import argparse
-
+def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peewee-sessions",
         description="Look after a peewee-sessions table.",

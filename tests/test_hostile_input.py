@@ -4,7 +4,6 @@ hypothesis generates Cookie headers (random text, many cookies, duplicates, quot
 valid signatures, ids with SQL metacharacters) against a real app on every database.
 """
 
-import datetime
 import logging
 import urllib.parse
 

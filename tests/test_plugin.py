@@ -7,7 +7,7 @@ import bottle
 import pytest
 import webtest
 
-from conftest import SECRET, Counter, build_app
+from conftest import Counter, build_app
 from peewee_sessions import SessionPlugin, sign_session_id
 
 
@@ -316,7 +316,7 @@ def test_skip(make_web, skip):
 def test_two_plugins_on_one_app(store, make_store, table_name):
     app, user_plugin = build_app(store)
     admin_store = make_store(table_name=table_name + "_admin")
-    admin_plugin = app.install(SessionPlugin(admin_store, secret="admin secret", keyword="admin",
+    app.install(SessionPlugin(admin_store, secret="admin secret", keyword="admin",
                                              cookie_name="admin.sid"))
 
     @app.get("/both")

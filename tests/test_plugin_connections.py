@@ -1,7 +1,6 @@
 """Queries and connections per request: none for a route that doesn't use its session, and no leaks."""
 
 import bottle
-import webtest
 
 from conftest import Counter
 

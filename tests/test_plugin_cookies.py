@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 import webtest
 
-from conftest import SECRET, build_app
+from conftest import SECRET
 from peewee_sessions import SessionPlugin, sign_session_id
 
 
