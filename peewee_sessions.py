@@ -436,8 +436,11 @@ def _json_object(members: Dict[str, str]) -> str:
 
 
 def _json_path(key: str) -> str:
-    """A MySQL/MariaDB JSON path naming one top-level key, whatever characters it holds."""
-    return "$." + json.dumps(key, ensure_ascii=False)
+    """A MySQL/MariaDB JSON path naming one top-level key, whatever characters it holds.
+
+    ASCII escapes, like the JSON itself: a raw emoji would not survive a 3-byte utf8 connection.
+    """
+    return "$." + json.dumps(key)
 
 
 def _sqlite_merge(stored: Optional[str], changes: str, removed: str) -> str:
