@@ -47,6 +47,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 import urllib.parse
 import weakref
 from base64 import b64encode
@@ -364,6 +365,12 @@ class _Statements:
         # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
         self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
         self._patch = f"UPDATE {t} SET sess = {{merged}}, expired = COALESCE({p}, expired) WHERE {sid} = {p} AND expired > {p}"
+        # Compared as the same text get() read; MySQL's JSON type normalizes, so compare JSON values there.
+        stored = {"postgresql": "CAST(sess AS TEXT) = %s", "sqlite": "sess = %s",
+                  "mysql": "BINARY sess = %s" if mariadb else "sess = CAST(%s AS JSON)"}[dialect] % p
+        self.replace_if_unchanged = (
+            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {sid} = {p} AND expired > {p} AND {stored}"
+        )
         # Values are bound twice (insert, then update) so one form serves all three databases.
         self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {upsert} sess = {p}, expired = {p}"
         self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
@@ -373,14 +380,16 @@ class _Statements:
         self.clear = f"DELETE FROM {t}"
         self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
-        # Deleting in bounded batches keeps each statement's locks short.
+        # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         if dialect == "mysql":
-            self.sweep_batch = f"DELETE FROM {t} WHERE expired <= {p} LIMIT {p}"
+            self.sweep_batch = f"DELETE FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
+        elif dialect == "postgresql":
+            # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
+            self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
+                                f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
         else:
-            lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-            self.sweep_batch = (
-                f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p} LIMIT {p}{lock})"
-            )
+            self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
+                                f" ORDER BY expired LIMIT {p})")
 
     def now(self) -> Any:
         return self.db_time(_utcnow())
@@ -481,9 +490,11 @@ class PeeweeSessionStore:
     ) -> None:
         self._owns_db = db is None
         if db is None:
-            db = peewee.SqliteDatabase(
-                DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"}, timeout=10
-            )
+            from playhouse.pool import PooledSqliteDatabase  # part of peewee
+
+            # Pooled: reopening SQLite per request re-runs the pragmas and checkpoints the WAL each time.
+            db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
+                                      timeout=10, check_same_thread=False, max_connections=None)
         self.db = db
         self.model = build_session_model(db, table_name, sid_field_name)
         self.table_name = table_name
@@ -556,15 +567,18 @@ class PeeweeSessionStore:
     def get_with_expiry(self, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
         """(session, expiry as an aware UTC datetime), or None like get()."""
         _check_sid(sid)
-        return self._read(self._statements.get, sid)
+        found = self._load(sid)
+        return None if found is None else found[:2]
 
-    def _read(self, sql: str, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
-        row = self._execute(sql, (sid, self._statements.now()), "fetchone")
+    def _load(self, sid: str, for_update: bool = False) -> Optional[Tuple[dict, datetime.datetime, str]]:
+        """(session, expiry, the stored JSON text): the text lets a later save check nothing changed since."""
+        sql = self._statements
+        row = self._execute(sql.get_for_update if for_update else sql.get, (sid, sql.now()), "fetchone")
         if row is None:
             return None
         sess = _session_from_json(sid, row[0])
         expiry = _checked_expiry(sid, row[1])
-        return None if sess is None or expiry is None else (sess, expiry)
+        return None if sess is None or expiry is None else (sess, expiry, row[0])
 
     def set(self, sid: str, sess: dict) -> None:
         """Insert or replace a session, in one statement. Its expiry comes from sess['cookie']."""
@@ -609,6 +623,17 @@ class PeeweeSessionStore:
         sql, now = self._statements, _utcnow()
         self._execute(sql.touch, (sql.db_time(_expiry_of(sess, now)), sid, sql.db_time(now)))
 
+    def _replace_if_unchanged(self, sid: str, data: str, expires: datetime.datetime, stored_text: str) -> bool:
+        """Write a whole session (JSON text) only if the row still holds stored_text: a compare-and-set.
+
+        When it does, writing the whole document is the same as merging this
+        request's changes, and costs the database far less than patch().
+        """
+        sql = self._statements
+        self._check_size(sid, len(data))
+        params = (data, sql.db_time(expires), sid, sql.now(), stored_text)
+        return self._execute(sql.replace_if_unchanged, params).rowcount > 0
+
     @contextlib.contextmanager
     def locked(self, sid: str) -> Iterator[Optional[Tuple[dict, datetime.datetime]]]:
         """A transaction holding the session's row lock (SQLite: the write lock).
@@ -618,10 +643,16 @@ class PeeweeSessionStore:
         inside it cannot lose a concurrent update.
         """
         _check_sid(sid)
-        sql = self._statements
+        with self._transaction():
+            found = self._load(sid, for_update=True)
+            yield None if found is None else found[:2]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         # SQLite has no row locks: BEGIN IMMEDIATE takes the write lock before the read.
-        with self.connection(), self.db.atomic(*(["IMMEDIATE"] if sql.dialect == "sqlite" else [])):
-            yield self._read(sql.get_for_update, sid)
+        lock_type = ["IMMEDIATE"] if self._statements.dialect == "sqlite" else []
+        with self.connection(), self.db.atomic(*lock_type):
+            yield
 
     def destroy(self, sid: str) -> int:
         """Delete a session; returns how many rows went (0 or 1)."""
@@ -649,14 +680,26 @@ class PeeweeSessionStore:
         return sum(self.sweep_batches())
 
     def sweep_batches(self) -> Iterator[int]:
-        """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count."""
-        sql, batch = self._statements, self.sweep_batch_size
+        """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count.
+
+        A batch starts at sweep_batch_size rows; one that takes over 50 ms halves the next and
+        one under 10 ms doubles it again, so no statement holds its locks for long however
+        slow the database's disk is.
+        """
+        sql, largest = self._statements, self.sweep_batch_size
+        batch, smallest = largest, min(largest, 50)
         with self.connection():
             while True:
+                started = time.perf_counter()
                 count = self.db.execute_sql(sql.sweep_batch, (sql.now(), batch)).rowcount
+                took = time.perf_counter() - started
                 yield count
                 if count < batch:
                     return
+                if took > 0.05:
+                    batch = max(smallest, batch // 2)
+                elif took < 0.01:
+                    batch = min(largest, batch * 2)
 
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
@@ -682,7 +725,7 @@ class PeeweeSessionStore:
         """Stop the sweeper (and close the database if the store made it)."""
         self._sweeper.stop()
         if self._owns_db:
-            self.db.close()
+            self.db.close_all()
 
     def __enter__(self) -> "PeeweeSessionStore":
         return self
@@ -813,8 +856,15 @@ def _decode_uri_component(value: str) -> str:
         return value
 
 
+_URL_SAFE = re.compile(r"[A-Za-z0-9\-_.!~*'():/+=]*\Z")  # what a signed id is made of
+_URL_ESCAPES = str.maketrans({":": "%3A", "/": "%2F", "+": "%2B", "=": "%3D"})
+
+
 def _encode_cookie_value(value: str) -> str:
-    return urllib.parse.quote(value, safe="-_.!~*'()")  # JavaScript's encodeURIComponent
+    """JavaScript's encodeURIComponent (a signed id needs only four escapes: the quick way)."""
+    if _URL_SAFE.match(value):
+        return value.translate(_URL_ESCAPES)
+    return urllib.parse.quote(value, safe="-_.!~*'()")
 
 
 # -- The session object ----------------------------------------------------------------------
@@ -956,7 +1006,7 @@ class Session(dict):
         found = None
         if self._cookie_sid is not None:
             self._connection.open()
-            found = self._store.get_with_expiry(self._cookie_sid)
+            found = self._store._load(self._cookie_sid)
         if found is None:
             self._start_new()
         else:
@@ -972,10 +1022,11 @@ class Session(dict):
         self._cookie = self._plugin._new_cookie(self._environ)
         self._cookie.reset_expiry(_utcnow())
         self._stored_expiry: Optional[datetime.datetime] = None
+        self._stored_text: Optional[str] = None
         self._mark_saved({})
         self._original = (self._id, self._baseline, self._cookie.max_age)  # what "modified" compares with
 
-    def _adopt(self, sid: str, sess: dict, expiry: datetime.datetime) -> None:
+    def _adopt(self, sid: str, sess: dict, expiry: datetime.datetime, stored_text: str) -> None:
         dict.clear(self)  # also removes the placeholder
         stored_cookie = sess.pop("cookie", None)
         dict.update(self, sess)
@@ -989,6 +1040,7 @@ class Session(dict):
                 self._cookie.max_age = None if max_age is None else max_age / 1000
         self._cookie.reset_expiry(_utcnow())
         self._stored_expiry = expiry
+        self._stored_text = stored_text
         self._mark_saved(self._encoded())
 
     def _encoded(self) -> Dict[str, str]:
@@ -1032,26 +1084,36 @@ class Session(dict):
         self._load()
         self._write(self._encoded(), force=True)
 
-    def _write(self, encoded: Dict[str, str], force: bool = False) -> None:
-        """Insert a session the store lacks; patch one it has with what changed since the last write."""
+    def _write(self, encoded: Dict[str, str], force: bool = False) -> bool:
+        """Insert a session the store lacks; update one it has with what changed since the last write.
+
+        Returns whether anything was written.
+        """
         changed = {key: dict.__getitem__(self, key) for key, text in encoded.items() if self._baseline.get(key) != text}
         removed = [key for key in self._baseline if key not in encoded]
         lifetime_changed = self._cookie.max_age != self._baseline_max_age
         if self._in_store and not (changed or removed or lifetime_changed or force):
-            return
+            return False
         self._connection.open()
         cookie = self._cookie.to_json()
-        if self._in_store:
-            if not self._store.patch(self._id, dict(changed, cookie=cookie), removed):
-                # Destroyed or expired meanwhile (a log-out in another request): never bring it back.
-                logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
-                self._in_store = False
-                return
-        else:
+        expires = _expiry_of({"cookie": cookie}, _utcnow())
+        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))
+        if not self._in_store:
             self._store.set(self._id, dict({"cookie": cookie}, **dict.copy(self)))
-            self._in_store = True
-        self._stored_expiry = _expiry_of({"cookie": cookie}, _utcnow())
+            self._in_store, self._stored_text = True, whole
+        elif self._stored_text is not None and self._store._replace_if_unchanged(
+                self._id, whole, expires, self._stored_text):
+            self._stored_text = whole  # nobody wrote in between: the whole document is the merge
+        elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
+            self._stored_text = None  # merged by the database: its text is not ours to know
+        else:
+            # Destroyed or expired meanwhile (a log-out in another request): never bring it back.
+            logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
+            self._in_store = False
+            return False
+        self._stored_expiry = expires
         self._mark_saved(encoded)
+        return True
 
     def touch(self) -> None:
         """Restart the session's lifetime now, in the cookie and in the store."""
@@ -1085,7 +1147,7 @@ class Session(dict):
         found = None
         if self._in_store:
             self._connection.open()
-            found = self._store.get_with_expiry(self._id)
+            found = self._store._load(self._id)
         self._replace_with(found)
 
     @contextlib.contextmanager
@@ -1102,12 +1164,12 @@ class Session(dict):
         if not self._in_store:
             yield self  # nothing stored to lock yet: the insert after the callback is the only writer
             return
-        with self._store.locked(self._id) as found:
-            self._replace_with(found)
+        with self._store._transaction():
+            self._replace_with(self._store._load(self._id, for_update=True))
             yield self
             self._write(self._encoded())
 
-    def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime]]) -> None:
+    def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime, str]]) -> None:
         if found is None:
             self._start_new()
         else:
@@ -1133,8 +1195,8 @@ class Session(dict):
         modified = (self._id, encoded, self._cookie.max_age) != self._original
         browser_has_id = self._id == self._cookie_sid
         if self._in_store:
-            self._write(encoded, force=self._options.resave)  # writes only if something changed
-            if browser_has_id and not self._options.resave:
+            wrote = self._write(encoded, force=self._options.resave)  # writes only if something changed
+            if browser_has_id and not wrote:
                 self._touch_if_due()
         elif modified or (self._options.save_uninitialized and not self._destroyed):
             self._write(encoded)  # an empty new session is not stored (saveUninitialized)

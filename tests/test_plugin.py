@@ -439,10 +439,10 @@ def test_a_failed_load_leaves_the_session_usable(make_web, monkeypatch):
         return "loaded %s" % session.get("n")
 
     client.get("/count")
-    real = plugin.store.get_with_expiry
-    monkeypatch.setattr(plugin.store, "get_with_expiry", lambda sid: (_ for _ in ()).throw(SessionStoreError("down")))
+    real = plugin.store._load
+    monkeypatch.setattr(plugin.store, "_load", lambda sid: (_ for _ in ()).throw(SessionStoreError("down")))
     assert client.get("/tolerant").text == "store down"
-    monkeypatch.setattr(plugin.store, "get_with_expiry", real)
+    monkeypatch.setattr(plugin.store, "_load", real)
     assert client.get("/tolerant").text == "loaded 1"
 
 

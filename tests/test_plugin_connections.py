@@ -32,6 +32,8 @@ def test_queries_per_request(web):
     counter.reset()
     client.get("/count")  # change: read + one write, a patch of the stored row
     assert statements(counter) == ["SELECT", "UPDATE"]
+    merge_functions = ("json_each", "JSON_SET", "JSON_REMOVE", "peewee_sessions_merge")
+    assert not any(name in counter.statements[1] for name in merge_functions)  # uncontended: the plain write
 
 
 def test_the_plugin_closes_only_the_connection_it_opened(web):

@@ -1,0 +1,242 @@
+"""The WSGI apps that bench/http_bench.py serves with gunicorn: the same two routes on four session stacks.
+
+    /incr   reads and writes the session: a counter, returned as the response body
+    /hello  does not use the session: returns "hello"
+
+Apps (HB_APP):
+    plugin    Bottle + peewee_sessions.SessionPlugin (PostgreSQL/MariaDB through a playhouse.pool pool,
+              SQLite: the plain file in WAL mode)
+    nostore   the same Bottle app without the plugin: the counter lives in an HMAC-signed cookie (the ceiling;
+              its /hello is "the app without the plugin installed")
+    beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
+    flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
+
+Configured by the environment, so `gunicorn --chdir bench http_apps:app` builds it in the worker:
+    HB_APP, HB_DB_URL (postgresql://..., mysql://..., sqlite:////abs/path.db), HB_TABLE, HB_SECRET, HB_POOL.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import sys
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's peewee_sessions, not an installed one
+
+SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "normal"}  # what the store's default SQLite uses
+SQLITE_BUSY_TIMEOUT_S = 10
+
+
+def _parts(url):
+    parsed = urllib.parse.urlsplit(url)
+    return {
+        "scheme": parsed.scheme.split("+")[0],
+        "host": parsed.hostname or "127.0.0.1",
+        "port": parsed.port,
+        "user": urllib.parse.unquote(parsed.username or ""),
+        "password": urllib.parse.unquote(parsed.password or ""),
+        "database": parsed.path.lstrip("/") if not parsed.scheme.startswith("sqlite") else parsed.path,
+    }
+
+
+def backend_of(url):
+    scheme = _parts(url)["scheme"]
+    return {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql",
+            "sqlite": "sqlite"}[scheme]
+
+
+def sqlalchemy_url(url):
+    """The SQLAlchemy URL of the same database (psycopg2 / PyMySQL / pysqlite)."""
+    p, backend = _parts(url), backend_of(url)
+    if backend == "sqlite":
+        return "sqlite:///" + p["database"]
+    driver = "postgresql+psycopg2" if backend == "postgresql" else "mysql+pymysql"
+    auth = urllib.parse.quote(p["user"], safe="")
+    if p["password"]:
+        auth += ":" + urllib.parse.quote(p["password"], safe="")
+    port = ":%d" % p["port"] if p["port"] else ""
+    return "%s://%s@%s%s/%s" % (driver, auth, p["host"], port, p["database"])
+
+
+def peewee_database(url, pool_size=8):
+    """Every database through a playhouse.pool pool, as the README recommends (SQLite: the file in WAL mode)."""
+    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+    p, backend = _parts(url), backend_of(url)
+    if backend == "sqlite":
+        return PooledSqliteDatabase(p["database"], pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT_S,
+                                    check_same_thread=False, max_connections=pool_size)
+    kwargs = {"host": p["host"], "user": p["user"], "max_connections": pool_size, "stale_timeout": 300,
+              "timeout": 10}
+    if p["port"]:
+        kwargs["port"] = p["port"]
+    if backend == "postgresql":
+        if p["password"]:
+            kwargs["password"] = p["password"]
+        return PooledPostgresqlDatabase(p["database"], **kwargs)
+    return PooledMySQLDatabase(p["database"], password=p["password"], charset="utf8mb4", **kwargs)
+
+
+def _sqlite_pragmas_for_sqlalchemy():
+    """Give SQLAlchemy's SQLite connections the pragmas and busy timeout the plugin's database has."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+    def _pragmas(dbapi_connection, record):
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = %d" % (SQLITE_BUSY_TIMEOUT_S * 1000))
+            for name, value in SQLITE_PRAGMAS.items():
+                cursor.execute("PRAGMA %s = %s" % (name, value))
+            cursor.close()
+
+
+# -- The signed-cookie counter (no session store): the ceiling ------------------------------------
+
+
+def _mac(secret, value):
+    digest = hmac.new(secret.encode(), value.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def sign_counter(secret, n):
+    return "%d.%s" % (n, _mac(secret, str(n)))
+
+
+def unsign_counter(secret, cookie):
+    """The counter in a signed cookie value, or 0 when it is missing or forged."""
+    if not cookie or "." not in cookie:
+        return 0
+    value, mac = cookie.rsplit(".", 1)
+    if not value.isdigit() or not hmac.compare_digest(mac, _mac(secret, value)):
+        return 0
+    return int(value)
+
+
+# -- The apps ---------------------------------------------------------------------------------
+
+
+def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True, pool_size=8):
+    """The Bottle app: with the plugin (session in the database) or without it (counter in a signed cookie)."""
+    import bottle
+
+    app = bottle.Bottle()
+    if with_plugin:
+        from peewee_sessions import SessionPlugin
+
+        app.install(SessionPlugin(peewee_database(db_url, pool_size), secret=secret, table_name=table))
+
+        @app.get("/incr")
+        def incr(session):
+            session["n"] = session.get("n", 0) + 1
+            return str(session["n"])
+    else:
+        @app.get("/incr")
+        def incr():
+            n = unsign_counter(secret, bottle.request.get_cookie("n")) + 1
+            bottle.response.set_cookie("n", sign_counter(secret, n), path="/", httponly=True, samesite="lax")
+            return str(n)
+
+    @app.get("/hello")
+    def hello():
+        return "hello"
+
+    return app
+
+
+def beaker_app(db_url, table, secret="bench secret"):
+    """Bottle inside Beaker's SessionMiddleware, sessions in the same database through SQLAlchemy."""
+    import bottle
+    from beaker.middleware import SessionMiddleware
+
+    if backend_of(db_url) == "sqlite":
+        _sqlite_pragmas_for_sqlalchemy()
+    app = bottle.Bottle()
+
+    @app.get("/incr")
+    def incr():
+        session = bottle.request.environ["beaker.session"]
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])  # session.auto: Beaker saves it after the callback
+
+    @app.get("/hello")
+    def hello():
+        return "hello"
+
+    options = {
+        "session.type": "ext:database",
+        "session.url": sqlalchemy_url(db_url),
+        "session.table_name": table,
+        "session.auto": True,
+        "session.key": "beaker.session.id",
+        "session.secret": secret,  # a signed session-id cookie, like the plugin's
+        "session.timeout": 86400,  # the plugin's max_age
+        "session.httponly": True,
+        "session.samesite": "Lax",
+    }
+    return SessionMiddleware(app, options)
+
+
+def flask_app(db_url, table, secret="bench secret"):
+    """Flask with Flask-Session's SQLAlchemy backend on the same database."""
+    import datetime
+
+    from flask import Flask, session
+    from flask_session import Session
+    from flask_sqlalchemy import SQLAlchemy
+
+    if backend_of(db_url) == "sqlite":
+        _sqlite_pragmas_for_sqlalchemy()
+    app = Flask("http_bench_flask")
+    app.config.update(
+        SECRET_KEY=secret,
+        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(db_url),
+        SESSION_TYPE="sqlalchemy",
+        SESSION_SQLALCHEMY_TABLE=table,
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=86400),  # the plugin's max_age
+    )
+    db = SQLAlchemy(app)
+    app.config["SESSION_SQLALCHEMY"] = db
+    Session(app)
+
+    @app.get("/incr")
+    def incr():
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/hello")
+    def hello():
+        return "hello"
+
+    return app
+
+
+def app_from_environment():
+    kind = os.environ["HB_APP"]
+    url, table = os.environ.get("HB_DB_URL"), os.environ.get("HB_TABLE")
+    secret = os.environ.get("HB_SECRET", "bench secret")
+    if kind == "plugin":
+        return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")))
+    if kind == "nostore":
+        return bottle_app(secret=secret, with_plugin=False)
+    if kind == "beaker":
+        return beaker_app(url, table, secret)
+    if kind == "flask":
+        return flask_app(url, table, secret)
+    raise ValueError("HB_APP must be plugin, nostore, beaker or flask, not %r" % kind)
+
+
+_app = None
+
+
+def __getattr__(name):
+    """`http_apps:app` for gunicorn: built on first access, in the worker, from the environment."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = app_from_environment()
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,464 @@
+"""HTTP benchmark: SessionPlugin against no session store, Beaker and Flask-Session, on one database.
+
+    python bench/http_bench.py --db postgresql|mysql|sqlite [--seconds 10] [--warmup 3]
+
+Each app (bench/http_apps.py) is served by gunicorn (`-k gthread -w 1 --threads 4`, 127.0.0.1, a free port)
+and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with bench/counter.lua: 8 connections,
+one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
+with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
+the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
+All four apps run at once and take turns of --segment seconds (2; the order rotates each round) until each has
+had --seconds per route, so a background load that comes and goes hits them alike. Besides requests/s, the
+table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
+
+    plugin         Bottle + SessionPlugin; PostgreSQL/MariaDB through playhouse.pool, SQLite in WAL mode
+    no-store       the same Bottle app without the plugin: the counter in an HMAC-signed cookie (the ceiling;
+                   its /hello is the app without the plugin installed)
+    Beaker         Bottle in beaker.middleware.SessionMiddleware, session.type = "ext:database"
+    Flask-Session  Flask + Flask-Session, SESSION_TYPE = "sqlalchemy"
+
+Every store gets its own freshly named table, dropped at the end. Servers come from the test suite's variables:
+PEEWEE_SESSIONS_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test) and
+PEEWEE_SESSIONS_TEST_MYSQL (default mysql://root@127.0.0.1:3306/test); SQLite is a temporary file.
+Dependencies: bench/requirements.txt. Exit status 1 when a counter was wrong, a request failed or an app
+didn't start; the speed targets are reported, not enforced.
+
+From another script: `run(backend, seconds, warmup)` returns the rows as dicts, `format_table(rows)` and
+`target_lines(rows)` print them.
+"""
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+LUA_SCRIPT = os.path.join(BENCH_DIR, "counter.lua")  # gunicorn imports http_apps from BENCH_DIR
+
+SERVER_URLS = {
+    "postgresql": ("PEEWEE_SESSIONS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": ("PEEWEE_SESSIONS_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
+}
+BACKENDS = ("postgresql", "mysql", "sqlite")
+# (name in the table, HB_APP for http_apps, suffix of its table or None)
+APPS = (
+    ("plugin", "plugin", "ps"),
+    ("no-store", "nostore", None),
+    ("Beaker", "beaker", "bk"),
+    ("Flask-Session", "flask", "fs"),
+)
+ROUTES = ("/incr", "/hello")
+CONNECTIONS = 8
+GUNICORN_THREADS = 4
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 10
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SEGMENT_S = 2  # seconds of one wrk run; the apps take turns
+
+
+class BenchError(Exception):
+    pass
+
+
+def database_url(backend, tmpdir):
+    if backend == "sqlite":
+        return "sqlite:///" + os.path.join(tmpdir, "http_bench.sqlite")
+    variable, default = SERVER_URLS[backend]
+    return os.environ.get(variable) or default
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is as good as gone
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Gunicorn:
+    """One gunicorn (gthread, 1 worker, 4 threads) serving http_apps:app; always stopped by PID."""
+
+    def __init__(self, kind, db_url, table, logdir, threads=GUNICORN_THREADS, pool_size=CONNECTIONS):
+        self.port = free_port()
+        self.log_path = os.path.join(logdir, "gunicorn-%s-%d.log" % (kind, self.port))
+        self.env = dict(os.environ, HB_APP=kind, HB_DB_URL=db_url, HB_TABLE=table or "", HB_POOL=str(pool_size),
+                        HB_SECRET="http bench " + secrets.token_hex(8), PYTHONUNBUFFERED="1")
+        self.command = [
+            sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
+            "-b", "127.0.0.1:%d" % self.port, "--chdir", BENCH_DIR, "--graceful-timeout", "5",
+            "--timeout", "120", "--log-level", "warning", "http_apps:app",
+        ]
+        self.process = None
+        self.worker_pids = []
+
+    def __enter__(self):
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command, cwd=BENCH_DIR, env=self.env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.worker_pids = _children(self.process.pid)
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def worker_cpu_s(self):
+        """CPU seconds (user + system) used so far by the worker processes."""
+        total = 0.0
+        for pid in _children(self.process.pid):
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def log_tail(self, lines=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _wait_ready(self):
+        """Until the worker has loaded the app and answers /hello (bounded)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        last_error = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError("gunicorn exited with %s:\n%s" % (self.process.returncode, self.log_tail()))
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/hello")
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                if response.status == 200 and body == b"hello":
+                    return
+                last_error = "GET /hello answered %d %r" % (response.status, body[:200])
+            except OSError as exc:
+                last_error = exc
+            time.sleep(0.1)
+        raise BenchError("gunicorn did not answer within %d s (%s):\n%s" % (START_TIMEOUT_S, last_error,
+                                                                            self.log_tail()))
+
+    def stop(self):
+        if self.process is None:
+            return
+        pids = set(self.worker_pids) | set(_children(self.process.pid))
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of its workers
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT_S)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for pid in pids:  # workers the master didn't take down (it was killed, say)
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.process = None
+        self.log.close()
+
+
+def run_wrk(port, mode, seconds, connections=CONNECTIONS):
+    """One wrk run with counter.lua; its result line as a dict."""
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get update && apt-get install wrk")
+    seconds = max(1, int(round(seconds)))
+    command = ["wrk", "-t", str(connections), "-c", str(connections), "-d", "%ds" % seconds, "--timeout", "10s",
+               "-s", LUA_SCRIPT, "http://127.0.0.1:%d" % port, "--", mode]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    for line in done.stdout.splitlines():
+        if line.startswith("HTTP_BENCH_RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    raise BenchError("wrk printed no result (exit %d):\n%s\n%s" % (done.returncode, done.stdout, done.stderr))
+
+
+def _merge(results, route):
+    """Several wrk runs of one app and route, added up (with each run's requests/s in "segments")."""
+    count_key = "incr_n" if route == "/incr" else "hello_n"
+    total = dict(results[0], segments=[r[count_key] / r["duration_us"] * 1e6 for r in results if r["duration_us"]])
+    for result in results[1:]:
+        for key, value in result.items():
+            if key == "first_wrong":
+                total[key] = total[key] or value
+            elif key == "p99_us":
+                total[key] = max(total[key], value)
+            elif key != "p50_us":
+                total[key] += value
+    total["p50_us"] = sorted(result["p50_us"] for result in results)[len(results) // 2]
+    return total
+
+
+def _row(backend, app, route, result):
+    seconds = result["duration_us"] / 1e6
+    # In hello mode each connection's first request is the /incr that gets its cookie: count /hello only.
+    count = result["incr_n"] if route == "/incr" else result["hello_n"]
+    non_2xx = max(result["bad_status"], result["non_2xx_3xx"])
+    socket_errors = result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
+    return {
+        "database": backend,
+        "app": app,
+        "route": route,
+        "requests_per_s": count / seconds if seconds else 0.0,
+        "segment_requests_per_s": result.get("segments", []),  # each wrk run's: the run-to-run noise
+        "ratio_to_no_store": None,
+        "wrong_counters": result["wrong"],
+        "errors": non_2xx + socket_errors,
+        "non_2xx": non_2xx,
+        "socket_errors": socket_errors,
+        "requests": count,
+        "seconds": seconds,
+        "p50_ms": result["p50_us"] / 1000,
+        "p99_ms": result["p99_us"] / 1000,
+        "first_wrong": result["first_wrong"] or None,
+        # The app's own CPU (the gunicorn worker's user + system time) per request: steadier than
+        # requests/s when other processes share the machine.
+        "worker_cpu_ms_per_request": result["worker_cpu_us"] / 1000 / count if count else None,
+    }
+
+
+def _drop_tables(db_url, tables, attempts=5):
+    """Drop the tables the apps made; retried a few times (the server may be restarting)."""
+    for attempt in range(attempts):
+        db = None
+        try:
+            db = _plain_database(db_url)
+            db.connect()
+            for table in tables:
+                db.execute_sql("DROP TABLE IF EXISTS %s" % table)  # names we made: hb_<hex>_<suffix>
+            return
+        except Exception as exc:  # report, don't hide the run's own outcome
+            if attempt == attempts - 1:
+                print("warning: could not drop the bench tables %s: %s" % (", ".join(tables), exc), file=sys.stderr)
+            else:
+                time.sleep(2)
+        finally:
+            if db is not None and not db.is_closed():
+                db.close()
+
+
+def _plain_database(db_url):
+    from playhouse.db_url import connect
+
+    return connect(db_url)
+
+
+def _check_reachable(backend, db_url):
+    if backend == "sqlite":
+        return
+    try:
+        db = _plain_database(db_url)
+        db.connect()
+        db.close()
+    except Exception as exc:
+        variable = SERVER_URLS[backend][0]
+        raise BenchError("%s at %s is unreachable (%s); set %s to its URL" % (backend, db_url, exc, variable))
+
+
+def run(backend, seconds=10, warmup=3, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
+        segment=SEGMENT_S, progress=None):
+    """Benchmark the four apps on one database; one dict per (app, route), ratios to no-store filled in.
+
+    All the apps are started (one gunicorn each) and warmed up for `warmup` s of /incr; then, route by route,
+    they take turns in rounds of `segment`-second wrk runs (the order rotating each round) until each has had
+    `seconds`. Interleaving keeps a background load that comes and goes from favouring one app. Each wrk
+    run opens fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
+
+    `apps` limits the run to some of "plugin", "no-store", "Beaker", "Flask-Session" (no-store is always
+    measured: it is the ceiling the ratios divide by). `progress` (a callable taking a string) hears what
+    is running.
+    """
+    if backend not in BACKENDS:
+        raise ValueError("backend must be one of %s, not %r" % (", ".join(BACKENDS), backend))
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get update && apt-get install wrk")
+    say = progress or (lambda message: None)
+    segment = max(1, int(round(min(segment, seconds))))
+    rounds = max(1, int(round(seconds / segment)))
+    tmpdir = tempfile.mkdtemp(prefix="http_bench_")
+    db_url = database_url(backend, tmpdir)
+    prefix = "hb_%s" % secrets.token_hex(4)
+    chosen = [(name, kind, suffix) for name, kind, suffix in APPS if not apps or name in apps or name == "no-store"]
+    tables = []  # made by the apps; dropped at the end
+    results = {}
+    servers = {}
+    try:
+        _check_reachable(backend, db_url)
+        with contextlib.ExitStack() as stack:
+            for name, kind, suffix in chosen:
+                say("%s: starting %s" % (backend, name))
+                table = "%s_%s" % (prefix, suffix) if suffix else None
+                if table and backend != "sqlite":  # SQLite's tables go with its temporary file
+                    tables.append(table)
+                servers[name] = stack.enter_context(Gunicorn(kind, db_url, table, tmpdir, threads=threads,
+                                                             pool_size=max(connections, threads)))
+            if warmup > 0:
+                for name, server in servers.items():
+                    say("%s: warming up %s for %g s" % (backend, name, warmup))
+                    run_wrk(server.port, "incr", warmup, connections)
+            names = list(servers)
+            for route in ROUTES:
+                for index in range(rounds):
+                    order = names[index % len(names):] + names[:index % len(names)]
+                    say("%s: %s round %d/%d (%d s each): %s" % (backend, route, index + 1, rounds, segment,
+                                                              ", ".join(order)))
+                    for name in order:
+                        cpu_before = servers[name].worker_cpu_s()
+                        result = run_wrk(servers[name].port, route.strip("/"), segment, connections)
+                        result["worker_cpu_us"] = int((servers[name].worker_cpu_s() - cpu_before) * 1e6)
+                        results.setdefault((name, route), []).append(result)
+            rows = []
+            for name in names:
+                for route in ROUTES:
+                    row = _row(backend, name, route, _merge(results[(name, route)], route))
+                    if row["errors"] or row["wrong_counters"]:
+                        row["log_tail"] = servers[name].log_tail(15)
+                    rows.append(row)
+    finally:
+        if tables:
+            _drop_tables(db_url, tables)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    ceiling = {row["route"]: row["requests_per_s"] for row in rows if row["app"] == "no-store"}
+    for row in rows:
+        if ceiling.get(row["route"]):
+            row["ratio_to_no_store"] = row["requests_per_s"] / ceiling[row["route"]]
+    return rows
+
+
+def format_table(rows):
+    lines = ["| database | app | route | requests/s | ratio to no-store | wrong counters | errors "
+             "| turns min-max req/s | worker CPU ms/request |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ratio = "-" if row["ratio_to_no_store"] is None else "%.2f" % row["ratio_to_no_store"]
+        cpu = row.get("worker_cpu_ms_per_request")
+        turns = row.get("segment_requests_per_s") or []
+        spread = "%.0f-%.0f" % (min(turns), max(turns)) if turns else "-"
+        lines.append("| %s | %s | %s | %.0f | %s | %d | %d | %s | %s |" % (
+            row["database"], row["app"], row["route"], row["requests_per_s"], ratio, row["wrong_counters"],
+            row["errors"], spread, "-" if cpu is None else "%.3f" % cpu))
+    return "\n".join(lines)
+
+
+def _rps(rows, database, app, route):
+    for row in rows:
+        if row["database"] == database and row["app"] == app and row["route"] == route:
+            return row["requests_per_s"]
+    return None
+
+
+def targets(rows):
+    """The issue's targets for each database in rows: (database, description, value, goal, met)."""
+    out = []
+    for database in dict.fromkeys(row["database"] for row in rows):
+        plugin_incr = _rps(rows, database, "plugin", "/incr")
+        checks = [
+            ("plugin /incr / no-store /incr", plugin_incr, _rps(rows, database, "no-store", "/incr"), 0.70,
+             "target set for PostgreSQL" if database != "postgresql" else None),
+            ("plugin /incr / Beaker /incr", plugin_incr, _rps(rows, database, "Beaker", "/incr"), 2.0, None),
+            ("plugin /incr / Flask-Session /incr", plugin_incr, _rps(rows, database, "Flask-Session", "/incr"),
+             2.0, None),
+            ("plugin /hello / app without the plugin /hello", _rps(rows, database, "plugin", "/hello"),
+             _rps(rows, database, "no-store", "/hello"), 0.95, None),
+        ]
+        for description, numerator, denominator, goal, note in checks:
+            if numerator is None or not denominator:
+                continue
+            value = numerator / denominator
+            out.append((database, description, value, goal, value >= goal, note))
+    return out
+
+
+def target_lines(rows):
+    lines = []
+    for database, description, value, goal, met, note in targets(rows):
+        lines.append("- %s: %s = %.2f (target >= %.2f%s): %s" % (
+            database, description, value, goal, "; " + note if note else "", "met" if met else "MISSED"))
+    wrong = sum(row["wrong_counters"] for row in rows)
+    errors = sum(row["errors"] for row in rows)
+    lines.append("- wrong counters: %d, errors (non-2xx + socket errors): %d (both must be 0): %s" % (
+        wrong, errors, "ok" if not wrong and not errors else "FAILED"))
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", required=True, choices=BACKENDS + ("all",), help="the database to run on")
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per app and route (default 10)")
+    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per app (default 3)")
+    parser.add_argument("--segment", type=float, default=SEGMENT_S,
+                        help="seconds of each wrk run; the apps take turns (default %(default)s)")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="wrk connections (default 8)")
+    parser.add_argument("--apps", nargs="+", choices=[name for name, _, _ in APPS],
+                        help="only these apps (no-store is always measured)")
+    args = parser.parse_args(argv)
+    backends = BACKENDS if args.db == "all" else (args.db,)
+    load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    rows = []
+    try:
+        for backend in backends:
+            rows += run(backend, args.seconds, args.warmup, connections=args.connections, apps=args.apps,
+                        segment=args.segment,
+                        progress=lambda message: print(message, file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    print("HTTP benchmark: gunicorn -k gthread -w 1 --threads %d, wrk %d connections (one cookie each), "
+          "%g s per app and route in %g-s turns, after %g s warm-up; load average before: %s" % (
+              GUNICORN_THREADS, args.connections, args.seconds, args.segment, args.warmup, load_before))
+    print()
+    print(format_table(rows))
+    print()
+    print("Targets (ratios within the same run):")
+    print("\n".join(target_lines(rows)))
+    for row in rows:
+        if row.get("first_wrong") or row.get("log_tail"):
+            print("\n%s %s %s: first wrong answer: %s\n%s" % (row["database"], row["app"], row["route"],
+                                                             row.get("first_wrong"), row.get("log_tail", "")),
+                  file=sys.stderr)
+    return 1 if any(row["wrong_counters"] or row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
