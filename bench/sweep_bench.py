@@ -10,8 +10,8 @@ runs ANALYZE (VACUUM ANALYZE on PostgreSQL, the state autovacuum would leave a l
 A reader thread then calls `store.get(live_sid)` in a loop on its own connection (held open, as
 a pool would; 1 ms between reads, --reader-pause): first for 10 s while nothing else runs
 (idle, --idle-seconds), then while the main thread sweeps with the store's batched sweep at its
-default batch size, timing every batch (each `next()` of `store.sweep_batches()`;
-`store.sweep()` is the sum of the same generator). Afterwards it checks that exactly `expired`
+default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
+`store.sweep()` sums; the rests between batches are not part of a batch's time). Afterwards it checks that exactly `expired`
 rows went and that every live row is still there, and drops the table (also on failure or
 Ctrl-C).
 
@@ -343,20 +343,29 @@ def _run_once(backend, expired, live, batch, statement, pause, reader_pause, idl
         progress("%s: sweeping (batch size %d, load average %.2f)" % (backend, batch, result["loadavg_1min"]))
         batch_seconds, counts = [], []
         clock = time.perf_counter
-        with store.connection():
-            batches = store.sweep_batches()
-            sweep_start = clock()
-            while True:
-                began = clock()
-                try:
-                    count = next(batches)
-                except StopIteration:
-                    break
-                batch_seconds.append(clock() - began)
-                counts.append(count)
-                if pause:
-                    time.sleep(pause)  # between statements: no statement running, no locks held
-            sweep_end = clock()
+        # Each DELETE is timed where it runs, in execute_sql: the sweep rests between batches, and the
+        # rest (no statement running, no lock held) is not part of how long a batch holds its locks.
+        execute_sql = store.db.execute_sql
+
+        def timed_execute(sql, params=None, *args, **kwargs):
+            began = clock()
+            try:
+                return execute_sql(sql, params, *args, **kwargs)
+            finally:
+                if sql.startswith("DELETE"):
+                    batch_seconds.append(clock() - began)
+
+        store.db.execute_sql = timed_execute
+        try:
+            with store.connection():
+                sweep_start = clock()
+                for count in store.sweep_batches():
+                    counts.append(count)
+                    if pause:
+                        time.sleep(pause)  # between statements: no statement running, no locks held
+                sweep_end = clock()
+        finally:
+            store.db.execute_sql = execute_sql
         time.sleep(0.2)
         reader.stop()
         if reader.error is not None:
