@@ -584,12 +584,15 @@ class PeeweeSessionStore:
         """Insert or replace a session, in one statement. Its expiry comes from sess['cookie']."""
         _check_sid(sid)
         _check_session(sess)
-        sql = self._statements
         expires = _expiry_of(sess, _utcnow())
         cookie = sess.get("cookie")
         if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime.datetime):
             sess = dict(sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"])))  # as a JS Date serializes
-        data = _to_json(sess)
+        self._set_text(sid, _to_json(sess), expires)
+
+    def _set_text(self, sid: str, data: str, expires: datetime.datetime) -> None:
+        """set() for a session already encoded as JSON text."""
+        sql = self._statements
         self._check_size(sid, len(data))
         expired = sql.db_time(expires)
         self._execute(sql.set, (sid, data, expired, data, expired))
@@ -1074,14 +1077,6 @@ class Session(dict):
 
     # What the callback may do.
 
-    def to_store(self) -> dict:
-        """The JSON document the store keeps: express-session's shape, cookie first."""
-        self._load()
-        self._encoded()  # refuses a "cookie" key
-        sess = {"cookie": self._cookie.to_json()}
-        sess.update(dict.items(self))
-        return sess
-
     def save(self) -> None:
         """Write the session now (it is also saved after the callback if it changes again)."""
         self._load()
@@ -1100,9 +1095,9 @@ class Session(dict):
         self._connection.open()
         cookie = self._cookie.to_json()
         expires = _expiry_of({"cookie": cookie}, _utcnow())
-        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))
+        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))  # express-session's shape, cookie first
         if not self._in_store:
-            self._store.set(self._id, dict({"cookie": cookie}, **dict.copy(self)))
+            self._store._set_text(self._id, whole, expires)
             self._in_store, self._stored_text = True, whole
         elif self._stored_text is not None and self._store._replace_if_unchanged(
                 self._id, whole, expires, self._stored_text):

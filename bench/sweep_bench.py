@@ -21,8 +21,8 @@ Exits 1 when a check fails or a target is missed: reader p99 during the sweep at
 idle p99, no single batch over 100 ms.
 
 To try a change to the sweep without editing the library: --batch N (repeatable; each on a
-freshly loaded table), --pause SECONDS between batches, --statement index-order (an alternative
-DELETE, see STATEMENTS). --json FILE also writes every result, with each batch's time.
+freshly loaded table), --pause SECONDS between batches. --json FILE also writes every result,
+with each batch's time.
 
 The servers: PEEWEE_SESSIONS_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test) and
 PEEWEE_SESSIONS_TEST_MYSQL (default mysql://root@127.0.0.1:3306/test), as the test suite uses.
@@ -62,22 +62,6 @@ SESS_TEMPLATE = '{"cookie":{"originalMaxAge":86400000,"expires":"%s","httpOnly":
 LOAD_CHUNK = 5000  # rows per multi-row INSERT (MySQL)
 LOAD_TXN_ROWS = 50000  # rows per transaction while loading MySQL
 COPY_ROWS = 100000  # rows per COPY (PostgreSQL)
-
-# Alternative sweep statements, to measure a suggested change with the same harness (--statement).
-# NOT the library's: "store" (the default) runs the store's own statement. Each takes the same two
-# parameters as the store's (now, batch size), so store.sweep_batches() runs it unchanged.
-STATEMENTS = {
-    "store": {},
-    # PostgreSQL: pick the batch through the expired index (ORDER BY expired makes the index the
-    # cheap way to the first rows) and delete by primary key (= ANY(ARRAY(...)) is an index
-    # condition, never a hash join over the whole table).
-    "index-order": {
-        "postgresql": 'DELETE FROM {t} WHERE "{sid}" = ANY(ARRAY(SELECT "{sid}" FROM {t} WHERE expired <= %s '
-                      'ORDER BY expired LIMIT %s FOR UPDATE SKIP LOCKED))',
-        "mysql": "DELETE FROM {t} WHERE expired <= %s ORDER BY expired LIMIT %s",
-    },
-}
-
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
@@ -273,37 +257,34 @@ def explain_batch(backend, store, batch, analyze):
 # -- One run ---------------------------------------------------------------------------------
 
 
-def run(backend, expired, live, *, batch_sizes=None, statement="store", pause=0.0, reader_pause=0.001,
+def run(backend, expired, live, *, batch_sizes=None, pause=0.0, reader_pause=0.001,
         idle_seconds=10.0, seed=1, explain=True, progress=log):
     """Measure the sweep on one database; a list of result dicts, one per batch size.
 
     batch_sizes: the sweep_batch_size values to try, each on a freshly loaded table
-    (default: the store's default only). statement: "store" (the library's sweep statement)
-    or another key of STATEMENTS, to measure a suggested change. pause: seconds to wait between
-    batches (0, the default, is what store.sweep() does: batches back to back).
+    (default: the store's default only). pause: seconds to wait between batches on top of the
+    store's own rests (0, the default, is what store.sweep() does).
     """
     results = []
     for batch in batch_sizes or [DEFAULT_BATCH_SIZE]:
-        results.append(_run_once(backend, expired, live, batch, statement, pause, reader_pause, idle_seconds,
+        results.append(_run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds,
                                  seed, explain, progress))
     return results
 
 
-def _run_once(backend, expired, live, batch, statement, pause, reader_pause, idle_seconds, seed, explain, progress):
+def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, seed, explain, progress):
     if expired < 1 or live < 1:
         raise ValueError("need at least one expired and one live row")
     table = "sweep_bench_%d_%s" % (os.getpid(), "%08x" % random.getrandbits(32))
     db = open_database(backend)
     reader = None
     result = {"db": backend, "expired": expired, "live": live, "batch_size": batch, "table": table,
-              "statement": statement, "pause_s": pause}
+              "pause_s": pause}
     try:
         db.connect()
         store = PeeweeSessionStore(db, table_name=table, clear_interval=0, sweep_batch_size=batch)
         version = db.execute_sql("SELECT VERSION()").fetchone()[0]
         result["server"] = " ".join(version.split()[:2]) if backend == "postgresql" else version
-        if STATEMENTS[statement]:
-            store._statements.sweep_batch = STATEMENTS[statement][backend].format(t=quoted(backend, table), sid="sid")
         result["sweep_sql"] = store._statements.sweep_batch
 
         # The table: two rows written by the store, the rest bulk-loaded in the same formats.
@@ -445,8 +426,6 @@ def _f(value, digits=1):
 def variant(result):
     """How a run differs from the store's own sweep ("" for none)."""
     parts = []
-    if result["statement"] != "store":
-        parts.append("statement: " + result["statement"])
     if result["pause_s"]:
         parts.append("pause %g ms" % (result["pause_s"] * 1000))
     return "".join(", " + part for part in parts)
@@ -502,15 +481,13 @@ def main(argv=None):
                         help="seconds the reader sleeps between reads (default: %(default)s)")
     parser.add_argument("--idle-seconds", type=float, default=10.0,
                         help="how long the reader is measured before the sweep (default: %(default)s)")
-    parser.add_argument("--statement", choices=sorted(STATEMENTS), default="store",
-                        help="the sweep statement: the store's (default), or a suggested alternative to compare")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write the results (with every batch's time) here")
     args = parser.parse_args(argv)
 
     results = []
     for backend in args.db:
-        results += run(backend, args.expired, args.live, batch_sizes=args.batch, statement=args.statement,
+        results += run(backend, args.expired, args.live, batch_sizes=args.batch,
                        pause=args.pause, reader_pause=args.reader_pause,
                        idle_seconds=args.idle_seconds, seed=args.seed)
     print(markdown_table(results))
