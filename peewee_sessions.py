@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import copy
 import datetime
-import email.utils
 import hashlib
 import hmac
 import inspect
@@ -109,6 +108,8 @@ def _utcnow() -> datetime.datetime:
 
 def _as_utc(value: datetime.datetime) -> datetime.datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
@@ -152,11 +153,12 @@ def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options makes one a call
 
 
-def _to_json(value: Any, path: str = "session") -> str:
-    """Encode a value as JSON, or raise TypeError naming the key that cannot be stored."""
+def _to_json(value: Any, key: Optional[str] = None) -> str:
+    """Encode a value (the session's `key`, if given) as JSON, or raise TypeError naming what cannot be stored."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
+        path = "session" if key is None else "session[%r]" % key  # built only here: encoding is the hot path
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
         ) from None
@@ -345,6 +347,12 @@ def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: s
 
 
 # -- The store -------------------------------------------------------------------------------
+
+
+# The sweep's pacing (see sweep_batches): a batch slower than this halves the next, and after
+# each batch the sweep rests this many times as long as it took.
+SWEEP_SLOW_BATCH_S = 0.05
+SWEEP_REST_RATIO = 2.0
 
 
 class _Statements:
@@ -607,7 +615,7 @@ class PeeweeSessionStore:
         """
         _check_sid(sid)
         sql = self._statements
-        encoded = {key: _to_json(value, "session[%r]" % key) for key, value in changes.items()}
+        encoded = {key: _to_json(value, key) for key, value in changes.items()}
         self._check_size(sid, sum(len(key) + len(text) + 4 for key, text in encoded.items()))
         now = _utcnow()
         expired = sql.db_time(_expiry_of(changes, now)) if isinstance(changes.get("cookie"), dict) else None
@@ -685,11 +693,11 @@ class PeeweeSessionStore:
     def sweep_batches(self) -> Iterator[int]:
         """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count.
 
-        A batch starts at sweep_batch_size rows; one that takes over 50 ms halves the next and
-        one under 10 ms doubles it again, so no statement holds its locks for long however
-        slow the database's disk is. After each batch the sweep rests as long as the batch
-        took: it never keeps the database busy more than half the time, so requests served
-        meanwhile barely notice it.
+        A batch starts at sweep_batch_size rows; one that takes over 50 ms halves the next (down
+        to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
+        long however slow the database's disk is. After each batch the sweep rests twice as long as the
+        batch took: it never keeps the database busy more than a third of the time, so
+        requests served meanwhile barely notice it.
         """
         sql, largest = self._statements, self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
@@ -701,11 +709,11 @@ class PeeweeSessionStore:
                 yield count
                 if count < batch:
                     return
-                if took > 0.05:
+                if took > SWEEP_SLOW_BATCH_S:
                     batch = max(smallest, batch // 2)
-                elif took < 0.01:
+                elif took < SWEEP_SLOW_BATCH_S / 5:
                     batch = min(largest, batch * 2)
-                time.sleep(took)
+                time.sleep(took * SWEEP_REST_RATIO)
 
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
@@ -913,8 +921,12 @@ class SessionCookie:
         return self._expires
 
     def reset_expiry(self, now: datetime.datetime) -> None:
-        """Start the lifetime again from now (express-session's resetMaxAge)."""
-        self._expires = None if self.max_age is None else now + datetime.timedelta(seconds=self.max_age)
+        """Start the lifetime again from now (express-session's resetMaxAge), to the millisecond like a JS Date."""
+        if self.max_age is None:
+            self._expires = None
+        else:
+            expires = now + datetime.timedelta(seconds=self.max_age)
+            self._expires = expires.replace(microsecond=expires.microsecond // 1000 * 1000)
 
     def to_json(self) -> dict:
         """express-session's cookie JSON: its keys, in its order, absent ones left out."""
@@ -942,7 +954,7 @@ class SessionCookie:
             parts.append("Domain=" + self.domain)
         parts.append("Path=" + self.path)
         if self.expires is not None:
-            parts.append("Expires=" + email.utils.format_datetime(_as_utc(self.expires), usegmt=True))
+            parts.append("Expires=" + _http_date(self.expires))
         if self.httponly:
             parts.append("HttpOnly")
         if self.secure:
@@ -963,6 +975,17 @@ class SessionCookie:
 
     def __repr__(self) -> str:
         return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _http_date(value: datetime.datetime) -> str:
+    """An HTTP date ("Fri, 27 Nov 2026 09:05:00 GMT"), as JavaScript's Date#toUTCString writes it."""
+    v = _as_utc(value)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _WEEKDAYS[v.weekday()], v.day, _MONTHS[v.month - 1], v.year, v.hour, v.minute, v.second)
 
 
 def _js_number(value: float) -> Union[int, float]:
@@ -1053,7 +1076,7 @@ class Session(dict):
         """Each key's value as JSON: the unit of change detection (nested changes show)."""
         if dict.__contains__(self, "cookie"):
             raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
-        return {key: _to_json(value, "session[%r]" % key) for key, value in dict.items(self)}
+        return {key: _to_json(value, key) for key, value in dict.items(self)}
 
     def _mark_saved(self, encoded: Dict[str, str]) -> None:
         """Remember what the store holds now, to write only what changes after this."""
@@ -1093,16 +1116,15 @@ class Session(dict):
         if self._in_store and not (changed or removed or lifetime_changed or force):
             return False
         self._connection.open()
-        cookie = self._cookie.to_json()
-        expires = _expiry_of({"cookie": cookie}, _utcnow())
-        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))  # express-session's shape, cookie first
+        expires = self._row_expiry()
+        whole = _json_object(dict({"cookie": _to_json(self._cookie.to_json())}, **encoded))  # express-session's order
         if not self._in_store:
             self._store._set_text(self._id, whole, expires)
             self._in_store, self._stored_text = True, whole
         elif self._stored_text is not None and self._store._replace_if_unchanged(
                 self._id, whole, expires, self._stored_text):
             self._stored_text = whole  # nobody wrote in between: the whole document is the merge
-        elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
+        elif self._store.patch(self._id, dict(changed, cookie=self._cookie.to_json()), removed):
             self._stored_text = None  # merged by the database: its text is not ours to know
         else:
             # Destroyed or expired meanwhile (a log-out in another request): never bring it back.
@@ -1122,9 +1144,12 @@ class Session(dict):
 
     def _touch_row(self) -> None:
         self._connection.open()
-        cookie = {"cookie": self._cookie.to_json()}
-        self._store.touch(self._id, cookie)
-        self._stored_expiry = _expiry_of(cookie, _utcnow())
+        self._store.touch(self._id, {"cookie": self._cookie.to_json()})
+        self._stored_expiry = self._row_expiry()
+
+    def _row_expiry(self) -> datetime.datetime:
+        """When the stored row expires: with the cookie, or a day from now for a browser-session cookie (as knex)."""
+        return self._cookie.expires or _utcnow() + ONE_DAY
 
     def regenerate(self) -> None:
         """Move the data to a new id and delete the old row: call it on log-in (session fixation)."""
@@ -1217,8 +1242,7 @@ class Session(dict):
     def _touch_if_due(self) -> None:
         """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
         if self._in_store:
-            next_expiry = _expiry_of({"cookie": self._cookie.to_json()}, _utcnow())
-            if (next_expiry - self._stored_expiry).total_seconds() >= self._options.touch_after:
+            if (self._row_expiry() - self._stored_expiry).total_seconds() >= self._options.touch_after:
                 self._touch_row()
 
     def _release(self) -> None:

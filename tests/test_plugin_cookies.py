@@ -43,6 +43,15 @@ def test_default_attributes(web):
     assert response.headers["Vary"] == "Cookie" and response.headers["Cache-Control"] == "private"
 
 
+def test_expires_is_the_stored_expiry_written_as_javascript_writes_dates(web):
+    client, _, store = web
+    pair, attrs = attributes(set_cookie(client.get("/count")))
+    signed = urllib.parse.unquote(pair.split("=", 1)[1])
+    stored = store.get(signed[2:signed.rindex(".")])["cookie"]["expires"]  # e.g. "2026-11-28T09:05:00.123Z"
+    expected = email.utils.format_datetime(datetime.datetime.fromisoformat(stored.replace("Z", "+00:00")), usegmt=True)
+    assert attrs["expires"] == expected  # e.g. "Sat, 28 Nov 2026 09:05:00 GMT", Date#toUTCString's format
+
+
 def test_configured_attributes(make_web):
     client, _, _ = make_web(path="/app", domain="example.test", secure=True, httponly=False, samesite="None",
                             partitioned=True, priority="high", max_age=60, cookie_name="sid")

@@ -1,6 +1,7 @@
 """The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
 
 import datetime
+import time
 
 import pytest
 
@@ -147,6 +148,48 @@ def test_sweep_deletes_only_expired_rows_in_batches(make_store):
     assert store.sweep() == 30
     assert sorted(store.all()) == ["live-0", "live-1", "live-2"]
     assert store.sweep() == 0
+
+
+def expire_rows(store, count):
+    for i in range(count):
+        store.set("dead-%d" % i, {"cookie": {"expires": in_(-60)}})
+
+
+def test_sweep_rests_twice_as_long_as_each_batch_took(make_store, monkeypatch):
+    """The database is busy with the sweep at most a third of the time, and the sweep ends without a rest."""
+    store = make_store(sweep_batch_size=10)
+    expire_rows(store, 35)
+    deletes, rests = [], []
+    execute_sql = store.db.execute_sql
+
+    def timed(sql, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return execute_sql(sql, *args, **kwargs)
+        finally:
+            if sql.startswith("DELETE"):
+                deletes.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(store.db, "execute_sql", timed)
+    monkeypatch.setattr(peewee_sessions.time, "sleep", rests.append)
+    assert list(store.sweep_batches()) == [10, 10, 10, 5]
+    assert len(rests) == 3  # none after the last, short batch
+    for took, rest in zip(deletes, rests):
+        assert rest >= peewee_sessions.SWEEP_REST_RATIO * took >= 2 * took
+
+
+def test_a_slow_batch_halves_the_next_and_a_quick_one_doubles_it(make_store, monkeypatch):
+    store = make_store(sweep_batch_size=200)
+    expire_rows(store, 700)
+    monkeypatch.setattr(peewee_sessions.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(peewee_sessions, "SWEEP_SLOW_BATCH_S", 0.0)  # every batch counts as slow
+    sizes = []
+    for count in store.sweep_batches():
+        sizes.append(count)
+        if len(sizes) == 4:
+            monkeypatch.setattr(peewee_sessions, "SWEEP_SLOW_BATCH_S", 1e9)  # and from here on as quick
+    assert sizes == [200, 100, 50, 50, 100, 200, 0]
+    assert store.stats()["expired"] == 0
 
 
 def test_context_manager_closes_the_store(make_store):
