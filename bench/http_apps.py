@@ -8,6 +8,8 @@ Apps (HB_APP):
               SQLite: the plain file in WAL mode)
     nostore   the same Bottle app without the plugin: the counter lives in an HMAC-signed cookie (the ceiling;
               its /hello is "the app without the plugin installed")
+    floor     no plugin: /incr hand-written with the plugin's own two statements on the pool's raw cursor, and
+              the same signed cookie: the least any session store on this pool and database can do
     beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
     flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
 
@@ -16,9 +18,12 @@ Configured by the environment, so `gunicorn --chdir bench http_apps:app` builds 
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
+import json
 import os
+import secrets
 import sys
 import urllib.parse
 
@@ -147,6 +152,56 @@ def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True,
     return app
 
 
+def floor_app(db_url, table, secret="bench secret", pool_size=8):
+    """The floor: what the plugin does for /incr, written by hand on the raw cursor, nothing more.
+
+    Same pool, same statements (the store's: read, compare-and-set update, insert for a new session),
+    same signed connect.sid cookie and session JSON. No lazy loading, change detection, cookie options,
+    error handling or cache headers: what the plugin costs beyond this is the price of those.
+    """
+    import bottle
+    from peewee_sessions import PeeweeSessionStore, _http_date, _iso_z, sign_session_id, unsign_session_id
+
+    db = peewee_database(db_url, pool_size)
+    sql = PeeweeSessionStore(db, table_name=table, clear_interval=0)._statements  # also creates the table
+    one_day = datetime.timedelta(days=1)
+    app = bottle.Bottle()
+
+    @app.get("/incr")
+    def incr():
+        sid = unsign_session_id(urllib.parse.unquote(bottle.request.get_cookie("connect.sid") or ""), [secret])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        expires = now + one_day
+        db.connect()
+        try:
+            cursor = db.connection().cursor()
+            row = None
+            if sid:
+                cursor.execute(sql.get, (sid, sql.db_time(now)))
+                row = cursor.fetchone()
+            n = (json.loads(row[0])["n"] if row else 0) + 1
+            cookie = {"originalMaxAge": 86400000, "expires": _iso_z(expires), "httpOnly": True, "path": "/",
+                      "sameSite": "lax"}
+            text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
+            if row:
+                cursor.execute(sql.replace_if_unchanged, (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
+            else:
+                sid = secrets.token_urlsafe(24)
+                cursor.execute(sql.set, (sid, text, sql.db_time(expires), text, sql.db_time(expires)))
+        finally:
+            db.close()
+        signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
+        bottle.response.set_header("Set-Cookie", "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax"
+                                   % (signed, _http_date(expires)))
+        return str(n)
+
+    @app.get("/hello")
+    def hello():
+        return "hello"
+
+    return app
+
+
 def beaker_app(db_url, table, secret="bench secret"):
     """Bottle inside Beaker's SessionMiddleware, sessions in the same database through SQLAlchemy."""
     import bottle
@@ -222,11 +277,13 @@ def app_from_environment():
         return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")))
     if kind == "nostore":
         return bottle_app(secret=secret, with_plugin=False)
+    if kind == "floor":
+        return floor_app(url, table, secret, pool_size=int(os.environ.get("HB_POOL", "8")))
     if kind == "beaker":
         return beaker_app(url, table, secret)
     if kind == "flask":
         return flask_app(url, table, secret)
-    raise ValueError("HB_APP must be plugin, nostore, beaker or flask, not %r" % kind)
+    raise ValueError("HB_APP must be plugin, nostore, floor, beaker or flask, not %r" % kind)
 
 
 _app = None

@@ -14,6 +14,9 @@ table shows the gunicorn worker's CPU time per request, which other processes on
     plugin         Bottle + SessionPlugin; PostgreSQL/MariaDB through playhouse.pool, SQLite in WAL mode
     no-store       the same Bottle app without the plugin: the counter in an HMAC-signed cookie (the ceiling;
                    its /hello is the app without the plugin installed)
+    raw SQL floor  /incr hand-written on the same pool: the plugin's own statements on the raw cursor and the same
+                   signed cookie, nothing else (no lazy load, change detection or error handling): the least any
+                   session store on this pool can cost, so the plugin's own overhead is the gap to it
     Beaker         Bottle in beaker.middleware.SessionMiddleware, session.type = "ext:database"
     Flask-Session  Flask + Flask-Session, SESSION_TYPE = "sqlalchemy"
 
@@ -53,6 +56,7 @@ BACKENDS = ("postgresql", "mysql", "sqlite")
 APPS = (
     ("plugin", "plugin", "ps"),
     ("no-store", "nostore", None),
+    ("raw SQL floor", "floor", "fl"),
     ("Beaker", "beaker", "bk"),
     ("Flask-Session", "flask", "fs"),
 )
@@ -305,7 +309,7 @@ def run(backend, seconds=10, warmup=3, connections=CONNECTIONS, threads=GUNICORN
     `seconds`. Interleaving keeps a background load that comes and goes from favouring one app. Each wrk
     run opens fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
 
-    `apps` limits the run to some of "plugin", "no-store", "Beaker", "Flask-Session" (no-store is always
+    `apps` limits the run to some of "plugin", "no-store", "raw SQL floor", "Beaker", "Flask-Session" (no-store is always
     measured: it is the ceiling the ratios divide by). `progress` (a callable taking a string) hears what
     is running.
     """
@@ -410,6 +414,18 @@ def targets(rows):
     return out
 
 
+def floor_lines(rows):
+    """Not a target: how the hand-written floor itself compares, which bounds what any store here can reach."""
+    lines = []
+    for database in dict.fromkeys(row["database"] for row in rows):
+        floor, plugin = _rps(rows, database, "raw SQL floor", "/incr"), _rps(rows, database, "plugin", "/incr")
+        ceiling = _rps(rows, database, "no-store", "/incr")
+        if floor and plugin and ceiling:
+            lines.append("- %s: raw SQL floor /incr / no-store /incr = %.2f; plugin /incr / raw SQL floor /incr = %.2f"
+                         % (database, floor / ceiling, plugin / floor))
+    return lines
+
+
 def target_lines(rows):
     lines = []
     for database, description, value, goal, met, note in targets(rows):
@@ -452,6 +468,9 @@ def main(argv=None):
     print()
     print("Targets (ratios within the same run):")
     print("\n".join(target_lines(rows)))
+    print()
+    print("The hand-written floor (for reference, not a target):")
+    print("\n".join(floor_lines(rows)))
     for row in rows:
         if row.get("first_wrong") or row.get("log_tail"):
             print("\n%s %s %s: first wrong answer: %s\n%s" % (row["database"], row["app"], row["route"],

@@ -8,6 +8,8 @@ For each database: 10,000 set() calls of {"cookie": {"maxAge": 2000, "expires": 
 encoding (set) and decoding (get) and the same expiry parsing, run with the raw driver (sqlite3,
 psycopg2, pymysql) on one connection, no ORM. Where node is installed, connect-session-knex's
 own 10,000 sequential sets run against the same database (tests/node_app's packages).
+The store and the raw driver take turns in chunks of --chunk operations (1,000), each on its own
+ids, so that the machine's drift during a run falls on both alike.
 Prints a Markdown table; run() returns its rows.
 """
 
@@ -72,78 +74,83 @@ def raw_connection(backend, sqlite_path):
     return pymysql.connect(autocommit=True, database=db.database, **db.connect_params)
 
 
-def timed(function, count):
-    start = time.perf_counter()
-    function(count)
-    return count / (time.perf_counter() - start)
+def alternating(raw_op, store_op, sids, chunk):
+    """(raw ops/s, store ops/s): the two take turns, chunk ids at a time, and each chunk is timed."""
+    spent = {raw_op: 0.0, store_op: 0.0}
+    for turn, start in enumerate(range(0, len(sids), chunk)):
+        pair = (raw_op, store_op) if turn % 2 == 0 else (store_op, raw_op)  # neither always goes first
+        for op in pair:
+            started = time.perf_counter()
+            op(sids[start:start + chunk])
+            spent[op] += time.perf_counter() - started
+    return len(sids) / spent[raw_op], len(sids) / spent[store_op]
 
 
 class StoreRunner:
-    def __init__(self, store, sids, sess):
-        self.store, self.sids, self.sess = store, sids, sess
+    def __init__(self, store, sess):
+        self.store, self.sess = store, sess
 
-    def set(self, count):
+    def set(self, sids):
         store, sess = self.store, self.sess
-        for sid in self.sids[:count]:
+        for sid in sids:
             store.set(sid, sess)
 
-    def set_threaded(self, count):
-        per_thread = count // THREADS
-
-        def work(start):
+    def set_threaded(self, sids):
+        def work(part):
             with self.store.connection():  # each thread its own connection, opened once
-                for sid in self.sids[start:start + per_thread]:
+                for sid in part:
                     self.store.set("t" + sid, self.sess)
 
-        run_threads(work, per_thread)
+        run_threads(work, sids)
 
-    def get(self, count):
+    def get(self, sids):
         store = self.store
-        for sid in self.sids[:count]:
+        for sid in sids:
             store.get(sid)
 
-    def touch(self, count):
+    def touch(self, sids):
         store, sess = self.store, self.sess
-        for sid in self.sids[:count]:
+        for sid in sids:
             store.touch(sid, sess)
 
 
 class RawRunner:
     """The same statements and JSON work on the raw driver: what no ORM could beat."""
 
-    def __init__(self, backend, sqlite_path, statements, sids, sess):
-        self.backend, self.sqlite_path, self.sql, self.sids, self.sess = backend, sqlite_path, statements, sids, sess
+    def __init__(self, backend, sqlite_path, statements, sess):
+        self.backend, self.sqlite_path, self.sql, self.sess = backend, sqlite_path, statements, sess
         self.conn = raw_connection(backend, sqlite_path)
 
     def expiry(self, sess):
         return self.sql.db_time(_parse_iso(sess["cookie"]["expires"]))
 
-    def set(self, count, conn=None, prefix="r"):
+    def set(self, sids, conn=None, prefix="r"):
         cursor, sql, sess = (conn or self.conn).cursor(), self.sql.set, self.sess
-        for sid in self.sids[:count]:
+        for sid in sids:
             data, expired = json.dumps(sess, separators=(",", ":")), self.expiry(sess)
             cursor.execute(sql, (prefix + sid, data, expired, data, expired))
 
-    def set_threaded(self, count):
-        per_thread = count // THREADS
-        run_threads(lambda start: self.set(per_thread, raw_connection(self.backend, self.sqlite_path), "rt"),
-                    per_thread)
+    def set_threaded(self, sids):
+        run_threads(lambda part: self.set(part, raw_connection(self.backend, self.sqlite_path), "rt"), sids)
 
-    def get(self, count):
+    def get(self, sids):
         cursor, sql = self.conn.cursor(), self.sql.get
-        for sid in self.sids[:count]:
+        for sid in sids:
             cursor.execute(sql, ("r" + sid, self.sql.now()))
             row = cursor.fetchone()
             json.loads(row[0])
 
-    def touch(self, count):
+    def touch(self, sids):
         cursor, sql, sess = self.conn.cursor(), self.sql.touch, self.sess
-        for sid in self.sids[:count]:
+        for sid in sids:
             cursor.execute(sql, (self.expiry(sess), "r" + sid, self.sql.now()))
 
 
-def run_threads(work, per_thread):
-    threads = [threading.Thread(target=work, args=(i * per_thread,)) for i in range(THREADS)]
+def run_threads(work, sids):
+    """work(part) in THREADS threads, each given an equal part of sids."""
+    per_thread = len(sids) // THREADS
+    threads = [threading.Thread(target=work, args=(sids[i * per_thread:(i + 1) * per_thread],))
+               for i in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -168,7 +175,7 @@ def knex_sets(backend, table, count, sqlite_path):
     return float(result.stdout.strip())
 
 
-def run(backend, ops=10000):
+def run(backend, ops=10000, chunk=1000):
     sqlite_path = os.path.join(tempfile.mkdtemp(), "bench.sqlite")
     db = open_peewee(backend, sqlite_path)
     table = "bench_" + uuid.uuid4().hex[:8]
@@ -179,11 +186,11 @@ def run(backend, ops=10000):
     rows = []
     try:
         db.connect()
-        ours, raw = StoreRunner(store, sids, sess), RawRunner(backend, sqlite_path, store._statements, sids, sess)
+        ours, raw = StoreRunner(store, sess), RawRunner(backend, sqlite_path, store._statements, sess)
         for op in ("set", "set_threaded", "get", "touch"):
-            # Alternate, so drift on a noisy machine falls on both alike.
-            raw_rate = timed(getattr(raw, op), ops)
-            store_rate = timed(getattr(ours, op), ops)
+            # The threads open a connection each per turn: one turn each, so that cost stays small.
+            turn = len(sids) if op == "set_threaded" else chunk
+            raw_rate, store_rate = alternating(getattr(raw, op), getattr(ours, op), sids, turn)
             rows.append({"database": backend, "operation": op.replace("_threaded", " (8 threads)"),
                          "store ops/s": store_rate, "raw ops/s": raw_rate, "time ratio": raw_rate / store_rate})
         knex_table = table + "_knex"
@@ -217,10 +224,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="sqlite,postgresql,mysql")
     parser.add_argument("--ops", type=int, default=10000)
+    parser.add_argument("--chunk", type=int, default=1000, help="operations per turn (default: %(default)s)")
     args = parser.parse_args()
     rows = []
     for backend in args.db.split(","):
-        rows += run(backend, args.ops)
+        rows += run(backend, args.ops, args.chunk)
     print(markdown(rows))
 
 

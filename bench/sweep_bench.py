@@ -8,8 +8,9 @@ For each database it makes a table with a unique name (the store's own DDL), bul
 formats the store writes (checked against one row of each kind written by `store.set()`), and
 runs ANALYZE (VACUUM ANALYZE on PostgreSQL, the state autovacuum would leave a loaded table in).
 A reader thread then calls `store.get(live_sid)` in a loop on its own connection (held open, as
-a pool would; 1 ms between reads, --reader-pause): first for 10 s while nothing else runs
-(idle, --idle-seconds), then while the main thread sweeps with the store's batched sweep at its
+a pool would; 1 ms between reads, --reader-pause): first for 30 s while nothing else runs
+(idle, --idle-seconds: long enough that the server's own work after the bulk load, such as
+flushing the loaded pages, does not decide the idle p99), then while the main thread sweeps with the store's batched sweep at its
 default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
 `store.sweep()` sums; the rests between batches are not part of a batch's time). Afterwards it checks that exactly `expired`
 rows went and that every live row is still there, and drops the table (also on failure or
@@ -258,7 +259,7 @@ def explain_batch(backend, store, batch, analyze):
 
 
 def run(backend, expired, live, *, batch_sizes=None, pause=0.0, reader_pause=0.001,
-        idle_seconds=10.0, seed=1, explain=True, progress=log):
+        idle_seconds=30.0, seed=1, explain=True, progress=log):
     """Measure the sweep on one database; a list of result dicts, one per batch size.
 
     batch_sizes: the sweep_batch_size values to try, each on a freshly loaded table
@@ -476,10 +477,10 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, action="append",
                         help="sweep_batch_size to measure (repeatable; default: the store's, %d)" % DEFAULT_BATCH_SIZE)
     parser.add_argument("--pause", type=float, default=0.0,
-                        help="seconds to wait between batches (default 0: back to back, as store.sweep() does)")
+                        help="seconds to wait between batches on top of the store's own rests (default 0)")
     parser.add_argument("--reader-pause", type=float, default=0.001,
                         help="seconds the reader sleeps between reads (default: %(default)s)")
-    parser.add_argument("--idle-seconds", type=float, default=10.0,
+    parser.add_argument("--idle-seconds", type=float, default=30.0,
                         help="how long the reader is measured before the sweep (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write the results (with every batch's time) here")
