@@ -153,12 +153,15 @@ def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options makes one a call
 
 
-def _to_json(value: Any, key: Optional[str] = None) -> str:
+_WHOLE = object()  # _to_json's key when the value is not one key's
+
+
+def _to_json(value: Any, key: Any = _WHOLE) -> str:
     """Encode a value (the session's `key`, if given) as JSON, or raise TypeError naming what cannot be stored."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        path = "session" if key is None else "session[%r]" % key  # built only here: encoding is the hot path
+        path = "session" if key is _WHOLE else "session[%r]" % (key,)  # built only here: encoding is the hot path
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
         ) from None
@@ -888,11 +891,12 @@ class SessionCookie:
     """The session cookie's settings, as `req.session.cookie` in express-session.
 
     `max_age` (seconds, None for a browser-session cookie) belongs to the session:
-    change it for a "remember me" log-in and it is saved with the session. The
-    other attributes come from the plugin's settings.
+    change it for a "remember me" log-in and it is saved with the session; setting
+    it restarts the lifetime from now, as express-session's maxAge does. The other
+    attributes come from the plugin's settings.
     """
 
-    __slots__ = ("max_age", "_expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
+    __slots__ = ("_max_age", "_expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
 
     def __init__(
         self,
@@ -905,8 +909,8 @@ class SessionCookie:
         partitioned: bool = False,
         priority: Optional[str] = None,
     ) -> None:
-        self.max_age = max_age
         self._expires: Optional[datetime.datetime] = None
+        self.max_age = max_age
         self.path = path
         self.domain = domain
         self.secure = secure
@@ -914,6 +918,16 @@ class SessionCookie:
         self.samesite = samesite
         self.partitioned = partitioned
         self.priority = priority
+
+    @property
+    def max_age(self) -> Optional[float]:
+        """The cookie's lifetime in seconds (None: until the browser closes)."""
+        return self._max_age
+
+    @max_age.setter
+    def max_age(self, seconds: Optional[float]) -> None:
+        self._max_age = seconds
+        self.reset_expiry(_utcnow())
 
     @property
     def expires(self) -> Optional[datetime.datetime]:
@@ -1048,8 +1062,7 @@ class Session(dict):
         self._id = self._plugin._new_sid()
         self._is_new = True
         self._in_store = False
-        self._cookie = self._plugin._new_cookie(self._environ)
-        self._cookie.reset_expiry(_utcnow())
+        self._cookie = self._plugin._new_cookie(self._environ)  # its lifetime starts now
         self._stored_expiry: Optional[datetime.datetime] = None
         self._stored_text: Optional[str] = None
         self._mark_saved({})
@@ -1066,8 +1079,7 @@ class Session(dict):
         if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
             max_age = stored_cookie["originalMaxAge"]
             if max_age is None or (isinstance(max_age, (int, float)) and not isinstance(max_age, bool)):
-                self._cookie.max_age = None if max_age is None else max_age / 1000
-        self._cookie.reset_expiry(_utcnow())
+                self._cookie.max_age = None if max_age is None else max_age / 1000  # restarts its lifetime
         self._stored_expiry = expiry
         self._stored_text = stored_text
         self._mark_saved(self._encoded())
@@ -1116,15 +1128,15 @@ class Session(dict):
         if self._in_store and not (changed or removed or lifetime_changed or force):
             return False
         self._connection.open()
-        expires = self._row_expiry()
-        whole = _json_object(dict({"cookie": _to_json(self._cookie.to_json())}, **encoded))  # express-session's order
+        cookie, expires = self._cookie.to_json(), self._row_expiry()
+        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))  # express-session's shape, cookie first
         if not self._in_store:
             self._store._set_text(self._id, whole, expires)
             self._in_store, self._stored_text = True, whole
         elif self._stored_text is not None and self._store._replace_if_unchanged(
                 self._id, whole, expires, self._stored_text):
             self._stored_text = whole  # nobody wrote in between: the whole document is the merge
-        elif self._store.patch(self._id, dict(changed, cookie=self._cookie.to_json()), removed):
+        elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
             self._stored_text = None  # merged by the database: its text is not ours to know
         else:
             # Destroyed or expired meanwhile (a log-out in another request): never bring it back.

@@ -1,5 +1,6 @@
 """SessionPlugin through a real WSGI stack (WebTest) on every backend: loading, saving, regenerate, destroy."""
 
+import datetime
 import functools
 import json
 
@@ -223,6 +224,25 @@ def test_remember_me_lifetime_is_saved_with_the_session(make_web):
     assert plugin.store.get(sid_of(client))["cookie"]["originalMaxAge"] == 30 * 86400 * 1000
     client.get("/count")
     assert plugin.store.get(sid_of(client))["cookie"]["originalMaxAge"] == 30 * 86400 * 1000
+
+
+@pytest.mark.parametrize("configured_max_age", [None, 3600])
+def test_a_lifetime_set_then_saved_mid_request_moves_the_row_expiry(make_web, configured_max_age):
+    """A "remember me" log-in: regenerate, set a 30-day lifetime, save before the callback ends."""
+    client, plugin, app = make_web(max_age=configured_max_age)
+
+    @app.get("/login")
+    def login(session):
+        session.regenerate()
+        session["user"] = "zoe"
+        session.cookie.max_age = 30 * 86400
+        session.save()
+
+    client.get("/count")
+    client.get("/login")
+    _, expiry = plugin.store.get_with_expiry(sid_of(client))
+    expected = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
+    assert abs((expiry - expected).total_seconds()) < 60
 
 
 def test_resave_writes_unchanged_sessions(make_web):

@@ -8,7 +8,7 @@ import pytest
 import webtest
 
 from conftest import SECRET
-from peewee_sessions import SessionPlugin, sign_session_id
+from peewee_sessions import SessionPlugin, _http_date, sign_session_id
 
 
 def set_cookie(response):
@@ -50,6 +50,16 @@ def test_expires_is_the_stored_expiry_written_as_javascript_writes_dates(web):
     stored = store.get(signed[2:signed.rindex(".")])["cookie"]["expires"]  # e.g. "2026-11-28T09:05:00.123Z"
     expected = email.utils.format_datetime(datetime.datetime.fromisoformat(stored.replace("Z", "+00:00")), usegmt=True)
     assert attrs["expires"] == expected  # e.g. "Sat, 28 Nov 2026 09:05:00 GMT", Date#toUTCString's format
+
+
+@pytest.mark.parametrize("when", [
+    datetime.datetime(2026, 3, 1, 9, 5, 7, 999999, tzinfo=datetime.timezone.utc),  # a single-digit day
+    datetime.datetime(999, 12, 31, 23, 59, 59),  # naive (taken as UTC), a three-digit year
+    datetime.datetime(2026, 11, 27, 1, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=5))),  # not UTC
+])
+def test_http_dates_are_written_as_javascript_writes_them(when):
+    utc = when.replace(tzinfo=datetime.timezone.utc) if when.tzinfo is None else when
+    assert _http_date(when) == email.utils.format_datetime(utc.astimezone(datetime.timezone.utc), usegmt=True)
 
 
 def test_configured_attributes(make_web):

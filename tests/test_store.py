@@ -1,7 +1,6 @@
 """The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
 
 import datetime
-import time
 
 import pytest
 
@@ -155,40 +154,39 @@ def expire_rows(store, count):
         store.set("dead-%d" % i, {"cookie": {"expires": in_(-60)}})
 
 
+class FakeTime:
+    """Stands in for the module's `time` in a sweep: batch i takes durations[i] seconds; rests are recorded."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.readings, self.rests = iter(durations), 0.0, 0, []
+
+    def perf_counter(self):
+        self.readings += 1
+        if self.readings % 2 == 0:  # a batch's second reading: it took the next duration
+            self.now += next(self.durations)
+        return self.now
+
+    def sleep(self, seconds):
+        self.rests.append(seconds)
+
+
 def test_sweep_rests_twice_as_long_as_each_batch_took(make_store, monkeypatch):
     """The database is busy with the sweep at most a third of the time, and the sweep ends without a rest."""
     store = make_store(sweep_batch_size=10)
     expire_rows(store, 35)
-    deletes, rests = [], []
-    execute_sql = store.db.execute_sql
-
-    def timed(sql, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return execute_sql(sql, *args, **kwargs)
-        finally:
-            if sql.startswith("DELETE"):
-                deletes.append(time.perf_counter() - started)
-
-    monkeypatch.setattr(store.db, "execute_sql", timed)
-    monkeypatch.setattr(peewee_sessions.time, "sleep", rests.append)
+    fake = FakeTime([0.004, 0.02, 0.03, 0.001])
+    monkeypatch.setattr(peewee_sessions, "time", fake)
     assert list(store.sweep_batches()) == [10, 10, 10, 5]
-    assert len(rests) == 3  # none after the last, short batch
-    for took, rest in zip(deletes, rests):
-        assert rest >= peewee_sessions.SWEEP_REST_RATIO * took >= 2 * took
+    assert fake.rests == pytest.approx([0.008, 0.04, 0.06])  # none after the last, short batch
+    assert store.stats()["expired"] == 0
 
 
 def test_a_slow_batch_halves_the_next_and_a_quick_one_doubles_it(make_store, monkeypatch):
     store = make_store(sweep_batch_size=200)
     expire_rows(store, 700)
-    monkeypatch.setattr(peewee_sessions.time, "sleep", lambda seconds: None)
-    monkeypatch.setattr(peewee_sessions, "SWEEP_SLOW_BATCH_S", 0.0)  # every batch counts as slow
-    sizes = []
-    for count in store.sweep_batches():
-        sizes.append(count)
-        if len(sizes) == 4:
-            monkeypatch.setattr(peewee_sessions, "SWEEP_SLOW_BATCH_S", 1e9)  # and from here on as quick
-    assert sizes == [200, 100, 50, 50, 100, 200, 0]
+    # Over 50 ms: half as many next time (down to 50 rows); 10 to 50 ms: as many; under 10 ms: twice as many.
+    monkeypatch.setattr(peewee_sessions, "time", FakeTime([0.06, 0.06, 0.06, 0.02, 0.001, 0.001, 0.001]))
+    assert list(store.sweep_batches()) == [200, 100, 50, 50, 50, 100, 150]
     assert store.stats()["expired"] == 0
 
 
