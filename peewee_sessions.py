@@ -1062,7 +1062,7 @@ class Session(dict):
         self._id = self._plugin._new_sid()
         self._is_new = True
         self._in_store = False
-        self._cookie = self._plugin._new_cookie(self._environ)  # its lifetime starts now
+        self._cookie = self._plugin._new_cookie(self._environ, self._plugin.max_age)  # its lifetime starts now
         self._stored_expiry: Optional[datetime.datetime] = None
         self._stored_text: Optional[str] = None
         self._mark_saved({})
@@ -1075,11 +1075,7 @@ class Session(dict):
         self._id = sid
         self._is_new = False
         self._in_store = True
-        self._cookie = self._plugin._new_cookie(self._environ)
-        if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
-            max_age = stored_cookie["originalMaxAge"]
-            if max_age is None or (isinstance(max_age, (int, float)) and not isinstance(max_age, bool)):
-                self._cookie.max_age = None if max_age is None else max_age / 1000  # restarts its lifetime
+        self._cookie = self._plugin._new_cookie(self._environ, _stored_max_age(stored_cookie, self._plugin.max_age))
         self._stored_expiry = expiry
         self._stored_text = stored_text
         self._mark_saved(self._encoded())
@@ -1273,6 +1269,17 @@ class Session(dict):
         return "<Session %.8s... %s>" % (self._id, dict.__repr__(self))
 
 
+def _stored_max_age(stored_cookie: Any, default: Optional[float]) -> Optional[float]:
+    """The lifetime in seconds a stored session was given (its cookie's originalMaxAge), else default."""
+    if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
+        max_age = stored_cookie["originalMaxAge"]
+        if max_age is None:
+            return None
+        if isinstance(max_age, (int, float)) and not isinstance(max_age, bool):
+            return max_age / 1000
+    return default
+
+
 def _loads_first(name: str) -> Callable:
     method = getattr(dict, name)
 
@@ -1451,19 +1458,21 @@ class SessionPlugin:
     def _sid_from_request(self, environ: dict) -> Tuple[Optional[str], bool]:
         """The verified session id in the request's cookie (or None), and whether an old secret signed it."""
         value = _read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
-        sid = None if value is None else unsign_session_id(value, self.secrets)
-        if not _is_valid_sid(sid):
-            return None, False
-        return sid, len(self.secrets) > 1 and unsign_session_id(value, self.secrets[:1]) is None
+        if value is not None:
+            for index, secret in enumerate(self.secrets):  # one signature check per secret, newest first
+                sid = unsign_session_id(value, (secret,))
+                if sid is not None:
+                    return (sid, index > 0) if _is_valid_sid(sid) else (None, False)
+        return None, False
 
     def _new_sid(self) -> str:
         sid = self.genid()
         _check_sid(sid)
         return sid
 
-    def _new_cookie(self, environ: dict) -> SessionCookie:
+    def _new_cookie(self, environ: dict, max_age: Optional[float]) -> SessionCookie:
         secure = self.secure if self.secure != "auto" else _is_https(environ, self.trust_proxy)
-        return SessionCookie(self.max_age, secure=secure, **self.cookie_attributes)
+        return SessionCookie(max_age, secure=secure, **self.cookie_attributes)
 
     def _send_cookie(self, response: Any, cookie: SessionCookie, sid: Optional[str], environ: dict) -> None:
         if cookie.secure and not _is_https(environ, self.trust_proxy):
