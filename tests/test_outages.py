@@ -149,11 +149,18 @@ def test_a_server_restart_in_the_middle_of_a_load_run(backend, pooled, server, t
             statuses = [status for _, status, _ in answers]
             assert set(statuses) <= {200, 503}, statuses
             assert statuses[-1] == 200 and 200 in statuses[:3]
-            counts = [int(body) for _, status, body in answers if status == 200]
-            # Sessions outlive the outage: the counter goes on from where it was, nothing lost or doubled.
-            assert counts == list(range(1, len(counts) + 1))
+            # Sessions outlive the outage: each acknowledged counter is one more than the last
+            # acknowledged one, or up to one more per 503 in between (a write whose commit reached
+            # the server as it went down is stored, though its reply was lost): nothing lost or doubled.
+            last, unanswered = 0, 0
+            for _, status, body in answers:
+                if status == 503:
+                    unanswered += 1
+                    continue
+                assert last + 1 <= int(body) <= last + 1 + unanswered, (last, body, unanswered)
+                last, unanswered = int(body), 0
             sid = client.cookies["connect.sid"].replace("%3A", ":").split(".")[0][2:]
-            assert store.get(sid)["n"] == len(counts)
+            assert store.get(sid)["n"] == last
             assert all(status == 200 for t, status, _ in answers if t > recovered + 0.5)
         assert any(status == 503 for answers in load.answers for _, status, _ in answers)
         assert sweep_errors and all(isinstance(e, SessionStoreUnavailable) for e in sweep_errors)
