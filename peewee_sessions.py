@@ -356,6 +356,10 @@ def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: s
 # each batch the sweep rests this many times as long as it took.
 SWEEP_SLOW_BATCH_S = 0.05
 SWEEP_REST_RATIO = 2.0
+# close() waits at most this long for a sweep under way to finish its batch.
+SWEEP_STOP_WAIT_S = 5.0
+# MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
+SWEEP_WALK_MIN_SHARE = 0.25
 
 
 class _Statements:
@@ -393,7 +397,14 @@ class _Statements:
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         if dialect == "mysql":
-            self.sweep_batch = f"DELETE FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
+            # InnoDB: every batch deletes in key order, by a list of keys or a range of them (see _KeyOrderSweep).
+            self.sweep_expired_keys = f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
+            self._delete_expired = f"DELETE FROM {t} WHERE expired <= {p}"
+            self._sid = sid
+            self.sweep_window_end = {  # the last key of a window: the `size`th key (after the cursor)
+                False: f"SELECT {sid} FROM {t} ORDER BY {sid} LIMIT 1 OFFSET {p}",
+                True: f"SELECT {sid} FROM {t} WHERE {sid} > {p} ORDER BY {sid} LIMIT 1 OFFSET {p}",
+            }
         elif dialect == "postgresql":
             # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
@@ -404,6 +415,15 @@ class _Statements:
 
     def now(self) -> Any:
         return self.db_time(_utcnow())
+
+    def delete_expired_keys(self, count: int) -> str:
+        """MySQL: a DELETE of the expired rows among `count` sids, bound after the time."""
+        return "%s AND %s IN (%s)" % (self._delete_expired, self._sid, ", ".join([self.param] * count))
+
+    def delete_expired_between(self, after: bool, through: bool) -> str:
+        """MySQL: a DELETE of the expired rows with keys after one sid and/or up to another, bound in that order."""
+        p, sid = self.param, self._sid
+        return self._delete_expired + (f" AND {sid} > {p}" if after else "") + (f" AND {sid} <= {p}" if through else "")
 
     def patch(self, changes: Dict[str, str], removed: List[str]) -> Tuple[str, list]:
         """An UPDATE merging changed keys (given as JSON texts) and removed keys into the stored JSON.
@@ -700,23 +720,30 @@ class PeeweeSessionStore:
         to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
         long however slow the database's disk is. After each batch the sweep rests twice as long as the
         batch took: it never keeps the database busy more than a third of the time, so
-        requests served meanwhile barely notice it.
+        requests served meanwhile barely notice it. MySQL/MariaDB delete in key order (_KeyOrderSweep).
         """
         sql, largest = self._statements, self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
+        sweep_one = _KeyOrderSweep(self.db, sql).step if sql.dialect == "mysql" else self._sweep_one
         with self.connection():
             while True:
                 started = time.perf_counter()
-                count = self.db.execute_sql(sql.sweep_batch, (sql.now(), batch)).rowcount
+                count, more = sweep_one(batch)
                 took = time.perf_counter() - started
                 yield count
-                if count < batch:
+                if not more:
                     return
                 if took > SWEEP_SLOW_BATCH_S:
                     batch = max(smallest, batch // 2)
                 elif took < SWEEP_SLOW_BATCH_S / 5:
                     batch = min(largest, batch * 2)
                 time.sleep(took * SWEEP_REST_RATIO)
+
+    def _sweep_one(self, size: int) -> Tuple[int, bool]:
+        """One batch, one statement: (rows deleted, whether more may be expired)."""
+        sql = self._statements
+        count = self.db.execute_sql(sql.sweep_batch, (sql.now(), size)).rowcount
+        return count, count == size
 
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
@@ -752,6 +779,57 @@ class PeeweeSessionStore:
 
     def __repr__(self) -> str:
         return "<PeeweeSessionStore %s on %s>" % (self.table_name, type(_database_of(self.db)).__name__)
+
+
+class _KeyOrderSweep:
+    """MySQL/MariaDB's sweep, which deletes in key order: InnoDB keeps rows in key order.
+
+    Session ids are random, so rows taken in expiry order each sit on a page of their own: over
+    a long sweep every page would be read, changed and written again once per expired row it
+    holds. So a backlog (a first batch of expired keys that comes back full) is walked in key
+    order instead: each batch finds the end of a window of `size` consecutive keys, then deletes the
+    expired rows in that range (a few pages), while at least SWEEP_WALK_MIN_SHARE of a window is
+    expired. Otherwise, and after the walk, a batch reads expired keys from the expired index
+    without locks and deletes those rows by key, re-checking their expiry. Either way rows are
+    locked in key order, so concurrent sweepers wait for each other and never deadlock.
+    """
+
+    __slots__ = ("db", "sql", "walking", "cursor")
+
+    def __init__(self, db: peewee.Database, sql: _Statements) -> None:
+        self.db, self.sql = db, sql
+        self.walking = False
+        self.cursor: Optional[str] = None  # the last key walked; "" at the start; None: not walked (once a sweep)
+
+    def step(self, size: int) -> Tuple[int, bool]:
+        """One batch of at most `size` rows: (rows deleted, whether more may be expired)."""
+        now = self.sql.now()
+        if not self.walking:
+            keys = [key for (key,) in self._fetch(self.sql.sweep_expired_keys, (now, size))]
+            if len(keys) < size or self.cursor is not None:
+                deleted = self._delete(self.sql.delete_expired_keys(len(keys)), [now] + keys) if keys else 0
+                return deleted, len(keys) == size
+            self.walking, self.cursor = True, ""  # a backlog: walk it in key order instead, once a sweep
+        return self._next_window(now, size)
+
+    def _next_window(self, now: Any, size: int) -> Tuple[int, bool]:
+        sql, after = self.sql, self.cursor
+        found = self._fetch(sql.sweep_window_end[bool(after)], ((after,) if after else ()) + (size - 1,))
+        through = found[0][0] if found else None  # None: fewer than `size` keys are left
+        params = [now] + ([after] if after else []) + ([through] if through is not None else [])
+        deleted = self._delete(sql.delete_expired_between(bool(after), through is not None), params)
+        if through is None:  # the end of the table; what expired behind the walk is the next sweep's
+            return deleted, False
+        self.cursor = through
+        if deleted < size * SWEEP_WALK_MIN_SHARE:
+            self.walking = False  # mostly live keys here: the expired index finds the rest for less
+        return deleted, True
+
+    def _fetch(self, sql: str, params: tuple) -> list:
+        return self.db.execute_sql(sql, params).fetchall()
+
+    def _delete(self, sql: str, params: list) -> int:
+        return self.db.execute_sql(sql, params).rowcount
 
 
 def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:
@@ -1562,7 +1640,11 @@ class _Sweeper:
 
     def _run(self) -> None:
         try:
-            deleted = self.store.sweep()
+            deleted = 0
+            for count in self.store.sweep_batches():
+                deleted += count
+                if self._stopped:  # close() waits for this: stop between batches
+                    break
             logger.debug("swept %d expired sessions from %s", deleted, self.store.table_name)
         except Exception as exc:
             try:
@@ -1575,10 +1657,14 @@ class _Sweeper:
                     self._arm()
 
     def stop(self) -> None:
+        """Cancel the next sweep, and wait (a while) for one under way to end its batch and return its connection."""
         with self._lock:
             self._stopped = True
-            if self.timer is not None:
-                self.timer.cancel()
+            timer = self.timer
+            if timer is not None:
+                timer.cancel()
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(SWEEP_STOP_WAIT_S)
 
     def _after_fork(self) -> None:
         """In a forked child the timer thread is gone (and the lock may be held by it): start afresh."""

@@ -10,6 +10,8 @@ Apps (HB_APP):
               its /hello is "the app without the plugin installed")
     floor     no plugin: /incr hand-written with the plugin's own two statements on the pool's raw cursor, and
               the same signed cookie: the least any session store on this pool and database can do
+    floorheld the floor without the pool: each thread opens a plain connection once and keeps it, so no
+              request pays a check-out (peewee 4's pools ping on each): what the pool itself costs
     beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
     flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
 
@@ -26,6 +28,8 @@ import os
 import secrets
 import sys
 import urllib.parse
+
+import peewee
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -83,6 +87,15 @@ def peewee_database(url, pool_size=8):
             kwargs["password"] = p["password"]
         return PooledPostgresqlDatabase(p["database"], **kwargs)
     return PooledMySQLDatabase(p["database"], password=p["password"], charset="utf8mb4", **kwargs)
+
+
+def held_peewee_database(url):
+    """The same database without a pool: each thread's connection, opened on first use and kept."""
+    from playhouse.db_url import connect
+
+    if backend_of(url) == "sqlite":
+        return peewee.SqliteDatabase(_parts(url)["database"], pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT_S)
+    return connect(url, **({"charset": "utf8mb4"} if backend_of(url) == "mysql" else {}))
 
 
 def _sqlite_pragmas_for_sqlalchemy():
@@ -152,17 +165,18 @@ def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True,
     return app
 
 
-def floor_app(db_url, table, secret="bench secret", pool_size=8):
+def floor_app(db_url, table, secret="bench secret", pool_size=8, held=False):
     """The floor: what the plugin does for /incr, written by hand on the raw cursor, nothing more.
 
     Same pool, same statements (the store's: read, compare-and-set update, insert for a new session),
     same signed connect.sid cookie and session JSON. No lazy loading, change detection, cookie options,
     error handling or cache headers: what the plugin costs beyond this is the price of those.
+    held=True: no pool; each thread keeps the connection it opened first (no check-out per request).
     """
     import bottle
     from peewee_sessions import PeeweeSessionStore, _http_date, _iso_z, sign_session_id, unsign_session_id
 
-    db = peewee_database(db_url, pool_size)
+    db = held_peewee_database(db_url) if held else peewee_database(db_url, pool_size)
     sql = PeeweeSessionStore(db, table_name=table, clear_interval=0)._statements  # also creates the table
     one_day = datetime.timedelta(days=1)
     app = bottle.Bottle()
@@ -172,7 +186,8 @@ def floor_app(db_url, table, secret="bench secret", pool_size=8):
         sid = unsign_session_id(urllib.parse.unquote(bottle.request.get_cookie("connect.sid") or ""), [secret])
         now = datetime.datetime.now(datetime.timezone.utc)
         expires = now + one_day
-        db.connect()
+        if not held or db.is_closed():
+            db.connect()
         try:
             cursor = db.connection().cursor()
             row = None
@@ -189,7 +204,8 @@ def floor_app(db_url, table, secret="bench secret", pool_size=8):
                 sid = secrets.token_urlsafe(24)
                 cursor.execute(sql.set, (sid, text, sql.db_time(expires), text, sql.db_time(expires)))
         finally:
-            db.close()
+            if not held:
+                db.close()
         signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
         bottle.response.set_header("Set-Cookie", "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax"
                                    % (signed, _http_date(expires)))
@@ -277,13 +293,13 @@ def app_from_environment():
         return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")))
     if kind == "nostore":
         return bottle_app(secret=secret, with_plugin=False)
-    if kind == "floor":
-        return floor_app(url, table, secret, pool_size=int(os.environ.get("HB_POOL", "8")))
+    if kind in ("floor", "floorheld"):
+        return floor_app(url, table, secret, pool_size=int(os.environ.get("HB_POOL", "8")), held=kind == "floorheld")
     if kind == "beaker":
         return beaker_app(url, table, secret)
     if kind == "flask":
         return flask_app(url, table, secret)
-    raise ValueError("HB_APP must be plugin, nostore, floor, beaker or flask, not %r" % kind)
+    raise ValueError("HB_APP must be plugin, nostore, floor, floorheld, beaker or flask, not %r" % kind)
 
 
 _app = None

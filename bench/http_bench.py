@@ -7,7 +7,7 @@ and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with ben
 one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
 with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
 the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
-All four apps run at once and take turns of --segment seconds (2; the order rotates each round) until each has
+All the apps run at once and take turns of --segment seconds (2; the order rotates each round) until each has
 had --seconds per route, so a background load that comes and goes hits them alike. Besides requests/s, the
 table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
 
@@ -17,6 +17,8 @@ table shows the gunicorn worker's CPU time per request, which other processes on
     raw SQL floor  /incr hand-written on the same pool: the plugin's own statements on the raw cursor and the same
                    signed cookie, nothing else (no lazy load, change detection or error handling): the least any
                    session store on this pool can cost, so the plugin's own overhead is the gap to it
+    floor, no pool the floor with a connection per thread, opened once and kept (no pool check-out per
+                   request, so no ping): the gap between the two floors is what the pool costs
     Beaker         Bottle in beaker.middleware.SessionMiddleware, session.type = "ext:database"
     Flask-Session  Flask + Flask-Session, SESSION_TYPE = "sqlalchemy"
 
@@ -57,6 +59,7 @@ APPS = (
     ("plugin", "plugin", "ps"),
     ("no-store", "nostore", None),
     ("raw SQL floor", "floor", "fl"),
+    ("floor, no pool", "floorheld", "fh"),
     ("Beaker", "beaker", "bk"),
     ("Flask-Session", "flask", "fs"),
 )
@@ -302,14 +305,14 @@ def _check_reachable(backend, db_url):
 
 def run(backend, seconds=10, warmup=3, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
         segment=SEGMENT_S, progress=None):
-    """Benchmark the four apps on one database; one dict per (app, route), ratios to no-store filled in.
+    """Benchmark the apps on one database; one dict per (app, route), ratios to no-store filled in.
 
     All the apps are started (one gunicorn each) and warmed up for `warmup` s of /incr; then, route by route,
     they take turns in rounds of `segment`-second wrk runs (the order rotating each round) until each has had
     `seconds`. Interleaving keeps a background load that comes and goes from favouring one app. Each wrk
     run opens fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
 
-    `apps` limits the run to some of "plugin", "no-store", "raw SQL floor", "Beaker", "Flask-Session" (no-store is always
+    `apps` limits the run to some of the APPS' names (no-store is always
     measured: it is the ceiling the ratios divide by). `progress` (a callable taking a string) hears what
     is running.
     """
@@ -423,6 +426,10 @@ def floor_lines(rows):
         if floor and plugin and ceiling:
             lines.append("- %s: raw SQL floor /incr / no-store /incr = %.2f; plugin /incr / raw SQL floor /incr = %.2f"
                          % (database, floor / ceiling, plugin / floor))
+        held = _rps(rows, database, "floor, no pool", "/incr")
+        if held and ceiling:
+            lines.append("- %s: the floor with no pool (a connection per thread, kept) /incr / no-store /incr = %.2f"
+                         % (database, held / ceiling))
     return lines
 
 

@@ -12,7 +12,8 @@ a pool would; 1 ms between reads, --reader-pause): first for 30 s while nothing 
 (idle, --idle-seconds: long enough that the server's own work after the bulk load, such as
 flushing the loaded pages, does not decide the idle p99), then while the main thread sweeps with the store's batched sweep at its
 default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
-`store.sweep()` sums; the rests between batches are not part of a batch's time). Afterwards it checks that exactly `expired`
+`store.sweep()` sums; the rests between batches are not part of a batch's time). On MySQL/MariaDB
+a backlog is walked in key order, and each lock-free read of a window's last key is timed apart. Afterwards it checks that exactly `expired`
 rows went and that every live row is still there, and drops the table (also on failure or
 Ctrl-C).
 
@@ -237,7 +238,8 @@ def percentile(values, fraction):
 def explain_batch(backend, store, batch, analyze):
     """The plan of one sweep batch statement, as the store runs it; with analyze, run and rolled back."""
     db, sql = store.db, store._statements
-    statement, params = sql.sweep_batch, (sql.now(), batch)
+    # MySQL/MariaDB pick a batch's keys with a SELECT, then delete by key (the store's _KeyedSweep).
+    statement, params = getattr(sql, "sweep_batch", None) or sql.sweep_expired_keys, (sql.now(), batch)
     if backend == "postgresql":
         prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     else:
@@ -286,7 +288,10 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         store = PeeweeSessionStore(db, table_name=table, clear_interval=0, sweep_batch_size=batch)
         version = db.execute_sql("SELECT VERSION()").fetchone()[0]
         result["server"] = " ".join(version.split()[:2]) if backend == "postgresql" else version
-        result["sweep_sql"] = store._statements.sweep_batch
+        sql = store._statements
+        result["sweep_sql"] = getattr(sql, "sweep_batch", None) or "; ".join(
+            (sql.sweep_expired_keys, sql.delete_expired_keys(3), sql.sweep_window_end[True],
+             sql.delete_expired_between(True, True)))
 
         # The table: two rows written by the store, the rest bulk-loaded in the same formats.
         started = time.perf_counter()
@@ -329,6 +334,11 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         # rest (no statement running, no lock held) is not part of how long a batch holds its locks.
         execute_sql = store.db.execute_sql
 
+        # MySQL/MariaDB walk a backlog in key order: each window's last key is read (without locks) before
+        # the window's expired rows are deleted. Those reads are timed too, apart from the DELETEs.
+        windows = set(getattr(store._statements, "sweep_window_end", {}).values())
+        window_seconds = []
+
         def timed_execute(sql, params=None, *args, **kwargs):
             began = clock()
             try:
@@ -336,6 +346,8 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
             finally:
                 if sql.startswith("DELETE"):
                     batch_seconds.append(clock() - began)
+                elif sql in windows:
+                    window_seconds.append(clock() - began)
 
         store.db.execute_sql = timed_execute
         try:
@@ -367,6 +379,9 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
             "first_10_batches_ms": sum(batch_seconds[:10]) / len(batch_seconds[:10]) * ms,
             "last_10_batches_ms": sum(batch_seconds[-10:]) / len(batch_seconds[-10:]) * ms,
             "batch_ms_series": [round(seconds * ms, 2) for seconds in batch_seconds],
+            "window_reads": len(window_seconds),
+            "window_max_ms": max(window_seconds) * ms if window_seconds else None,
+            "window_p50_ms": percentile(window_seconds, 0.50) * ms if window_seconds else None,
             "reads_idle": len(idle),
             "reads_during": len(during),
             "idle_p50_ms": percentile(idle, 0.50) * ms,
@@ -447,6 +462,9 @@ COLUMNS = [
     ("batch p50 / p99 ms", lambda r: "%s / %s" % (_f(r["batch_p50_ms"]), _f(r["batch_p99_ms"]))),
     ("first / last 10 batches ms", lambda r: "%s / %s" % (_f(r["first_10_batches_ms"]), _f(r["last_10_batches_ms"]))),
     ("batches > 100 ms", lambda r: "%d" % r["batches_over_100ms"]),
+    ("key windows: count, p50 / longest read of the end ms", lambda r: "%d, %s / %s" % (
+        r.get("window_reads", 0), _f(r.get("window_p50_ms")), _f(r.get("window_max_ms")))
+     if r.get("window_reads") else "none"),
     ("reader idle p50 / p99 ms", lambda r: "%s / %s" % (_f(r["idle_p50_ms"], 2), _f(r["idle_p99_ms"], 2))),
     ("reader during p50 / p99 ms", lambda r: "%s / %s" % (_f(r["during_p50_ms"], 2), _f(r["during_p99_ms"], 2))),
     ("p99 during / idle", lambda r: "-" if r["p99_ratio"] is None else "%.2fx" % r["p99_ratio"]),

@@ -5,7 +5,8 @@ import datetime
 import pytest
 
 import peewee_sessions
-from peewee_sessions import _iso_z
+from conftest import Counter
+from peewee_sessions import PeeweeSessionStore, _iso_z
 
 UTC = datetime.timezone.utc
 
@@ -147,6 +148,101 @@ def test_sweep_deletes_only_expired_rows_in_batches(make_store):
     assert store.sweep() == 30
     assert sorted(store.all()) == ["live-0", "live-1", "live-2"]
     assert store.sweep() == 0
+
+
+def fill_interleaved(store, pattern):
+    """Rows whose keys interleave expired ("x") and live ("l") ones as the pattern says, in key order."""
+    for i, kind in enumerate(pattern):
+        sid = "k-%04d" % i
+        store.set(sid, {"cookie": {"expires": in_(-60)}} if kind == "x" else live(i=i))
+    return {"k-%04d" % i for i, kind in enumerate(pattern) if kind == "l"}
+
+
+@pytest.mark.parametrize("pattern", [
+    "xxxxlxxxxl" * 8,  # a backlog: MySQL walks it in key order
+    "xllllllllll" * 8,  # mostly live: the expired index finds the few expired rows
+    "x" * 40 + "l" * 60 + "x" * 20,  # the walk meets a live stretch and hands over to the index
+])
+def test_a_backlog_sweep_deletes_exactly_the_expired_rows(make_store, pattern):
+    store = make_store(sweep_batch_size=8)
+    live_sids = fill_interleaved(store, pattern)
+    assert store.sweep() == pattern.count("x")
+    assert set(store.all()) == live_sids
+    assert store.stats()["expired"] == 0
+
+
+def sweep_steps(store):
+    """What a MySQL sweep ran: "expired" (keys read in expiry order), "window" (a window's last key), "delete"."""
+    sql, counter = store._statements, Counter(store.db)
+    store.sweep()
+    names = {sql.sweep_expired_keys: "expired", sql.sweep_window_end[False]: "window",
+             sql.sweep_window_end[True]: "window"}
+    return [names.get(statement, "delete" if statement.startswith("DELETE") else statement)
+            for statement in counter.statements]
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_walks_a_backlog_in_key_order(make_store):
+    """InnoDB keeps rows in key order: a backlog is deleted a window of consecutive keys at a time."""
+    store = make_store(sweep_batch_size=10)
+    fill_interleaved(store, "xxxxxxxxxl" * 10)  # 90 expired, 10 live
+    steps = sweep_steps(store)
+    # The first batch of expired keys came back full; then windows (10 keys each, fewer if a batch
+    # was slow) to the end of the table, and no more reads of the expired index.
+    assert steps[0] == "expired"
+    windows = len(steps[1:]) // 2
+    assert steps[1:] == ["window", "delete"] * windows and windows >= 11
+    assert store.stats()["expired"] == 0
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_leaves_the_walk_where_few_rows_are_expired(make_store):
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_interleaved(store, "x" * 20 + "l" * 200)
+    steps = sweep_steps(store)
+    # Windows of expired keys, then one of live keys ends the walk, and the expired index finds
+    # nothing more: no walk over the 200 live rows.
+    windows = len(steps[1:-1]) // 2
+    assert steps == ["expired"] + ["window", "delete"] * windows + ["expired"] and windows <= 5
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_sweep_without_a_backlog_reads_the_expired_index_only(make_store):
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_interleaved(store, "xlllllllll" * 5)
+    assert sweep_steps(store) == ["expired", "delete"]
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_store, table_name):
+    """Expired keys are read without locks; the DELETE re-checks each row's expiry under its lock."""
+    store = make_store(sweep_batch_size=50)
+    fill_interleaved(store, "x" * 30)
+    other = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    revived = live(back="again")
+    original = store.db.execute_sql
+
+    class ReadKeys:  # the keys as read, handed on after the session was saved again
+        def __init__(self, rows):
+            self.rows = rows
+
+        def fetchall(self):
+            return self.rows
+
+    def revive_after_the_keys_are_read(sql, params=None, *args, **kwargs):
+        cursor = original(sql, params, *args, **kwargs)
+        if sql != store._statements.sweep_expired_keys:
+            return cursor
+        rows = cursor.fetchall()
+        if ("k-0012",) in rows:
+            other.set("k-0012", revived)  # a request saves that session between the read and the DELETE
+        return ReadKeys(rows)
+
+    store.db.execute_sql = revive_after_the_keys_are_read
+    assert store.sweep() == 29
+    assert store.all() == {"k-0012": revived}
 
 
 def expire_rows(store, count):

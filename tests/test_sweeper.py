@@ -29,6 +29,23 @@ def raw_count(store):
         return store.db.execute_sql("SELECT COUNT(*) FROM %s" % store.table_name).fetchone()[0]
 
 
+def count_sweeps(store):
+    """A list that gets each sweep's total, in rows deleted, as the sweeper finishes it."""
+    swept, sweep_batches = [], store.sweep_batches
+
+    def counting():
+        total = 0
+        try:
+            for count in sweep_batches():
+                total += count
+                yield count
+        finally:
+            swept.append(total)
+
+    store.sweep_batches = counting
+    return swept
+
+
 def test_sweeps_expired_rows_on_its_own(make_store):
     store = make_store(clear_interval=0.2)
     store.set("old", EXPIRED)
@@ -89,6 +106,32 @@ def test_close_stops_it(make_store):
     assert raw_count(store) == 1
 
 
+def test_close_waits_for_a_sweep_under_way_and_stops_it_between_batches(make_store):
+    filler = make_store()
+    for i in range(40):
+        filler.set("old-%d" % i, EXPIRED)
+    store = make_store(clear_interval=0.05, sweep_batch_size=5)
+    batches, sweep_batches = [], store.sweep_batches
+    started, closing = threading.Event(), threading.Event()
+
+    def slow_batches():
+        for count in sweep_batches():
+            batches.append(count)
+            started.set()
+            closing.wait(5)  # the sweep is under way when close() is called
+            time.sleep(0.1)
+            yield count
+
+    store.sweep_batches = slow_batches
+    store.get("first use starts the sweeper")
+    assert started.wait(10)
+    timer = store._sweeper.timer
+    closing.set()
+    store.close()
+    assert not timer.is_alive()  # close() returned after the sweep did: its connection is back
+    assert len(batches) == 1 and raw_count(store) == 35  # it stopped after the batch it was in
+
+
 def test_negative_interval_is_refused(db):
     with pytest.raises(ValueError):
         PeeweeSessionStore(db, clear_interval=-1)
@@ -102,10 +145,8 @@ def test_leaves_no_pooled_connection_in_use(backend, tmp_path, table_name):
                     "mysql": PooledMySQLDatabase}[backend]
     params = dict(plain.connect_params, check_same_thread=False) if backend == "sqlite" else plain.connect_params
     pooled = pooled_class(plain.database, max_connections=3, timeout=5, **params)  # sqlite: pooled across threads
-    swept = []
     store = PeeweeSessionStore(pooled, table_name=table_name, clear_interval=0.05)
-    original_sweep = store.sweep
-    store.sweep = lambda: swept.append(original_sweep()) or swept[-1]
+    swept = count_sweeps(store)
     try:
         store.set("old", EXPIRED)
         assert wait_for(lambda: len(swept) >= 10)  # more sweeps than the pool has connections

@@ -22,8 +22,12 @@ CHILD = textwrap.dedent("""
     errors = []
     store = PeeweeSessionStore(connect(sys.argv[1]), table_name=sys.argv[2], clear_interval=0.1,
                                sweep_batch_size=50, on_cleanup_error=errors.append)
-    swept, sweep = [], store.sweep
-    store.sweep = lambda: swept.append(sweep()) or swept[-1]  # count what this process deleted
+    swept, sweep_batches = [], store.sweep_batches
+    def counting():  # count what this process's sweeper deleted
+        for count in sweep_batches():
+            swept.append(count)
+            yield count
+    store.sweep_batches = counting
     store.get("start-the-sweeper")
     time.sleep(float(sys.argv[3]))
     store.close()
