@@ -396,8 +396,8 @@ class _Statements:
         self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
+        # InnoDB instead deletes in key order, by a list of keys or a range of them (see _KeyOrderSweep).
         if dialect == "mysql":
-            # InnoDB: every batch deletes in key order, by a list of keys or a range of them (see _KeyOrderSweep).
             self.sweep_expired_keys = f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
             self._delete_expired = f"DELETE FROM {t} WHERE expired <= {p}"
             self._sid = sid
@@ -791,7 +791,9 @@ class _KeyOrderSweep:
     expired rows in that range (a few pages), while at least SWEEP_WALK_MIN_SHARE of a window is
     expired. Otherwise, and after the walk, a batch reads expired keys from the expired index
     without locks and deletes those rows by key, re-checking their expiry. Either way rows are
-    locked in key order, so concurrent sweepers wait for each other and never deadlock.
+    locked in key order, so concurrent sweepers wait for each other rather than deadlock. A
+    window's DELETE also locks the live rows in its range, and the gaps between them, for the
+    few milliseconds it runs: a request saving one of those sessions waits that long.
     """
 
     __slots__ = ("db", "sql", "walking", "cursor")
