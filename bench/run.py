@@ -1,11 +1,11 @@
 """Every benchmark of the performance issue in one run, written to BENCHMARKS.md.
 
     pip install -r requirements-dev.txt -r bench/requirements.txt && apt-get install wrk
-    python bench/run.py                 # about 11 minutes on 2 cores; --quick for a smaller run
+    python bench/run.py                 # 11 to 14 minutes on 2 cores; --quick for a smaller run
 
 1. store operations against the raw drivers and connect-session-knex (bench/store_bench.py),
-2. HTTP under gunicorn against a no-store app, a hand-written raw-SQL floor, Beaker and Flask-Session
-   (bench/http_bench.py),
+2. HTTP under gunicorn against a no-store app, hand-written raw-SQL floors (on the pool and without one),
+   Beaker and Flask-Session (bench/http_bench.py),
 3. queries per request (bench/queries.py),
 4. the sweep of 1,000,000 expired rows among 100,000 live ones (bench/sweep_bench.py).
 Every target is a ratio between two things measured in this run. What follows the notes marker
@@ -92,7 +92,7 @@ def http_section(backends, seconds, warmup):
         rows += http_bench.run(backend, seconds=seconds, warmup=warmup)
     return "\n".join([http_bench.format_table(rows), "", "Targets (the issue sets the first two for PostgreSQL):",
                       "\n".join(http_bench.target_lines(rows)), "",
-                      "The hand-written floor (not a target; it bounds what any session store on this pool can reach):",
+                      "The hand-written floors (not targets: what a store on this pool, or on none, can reach):",
                       "\n".join(http_bench.floor_lines(rows))])
 
 

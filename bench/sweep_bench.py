@@ -13,9 +13,9 @@ a pool would; 1 ms between reads, --reader-pause): first for 30 s while nothing 
 flushing the loaded pages, does not decide the idle p99), then while the main thread sweeps with the store's batched sweep at its
 default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
 `store.sweep()` sums; the rests between batches are not part of a batch's time). On MySQL/MariaDB
-a backlog is walked in key order, and each lock-free read of a window's last key is timed apart. Afterwards it checks that exactly `expired`
-rows went and that every live row is still there, and drops the table (also on failure or
-Ctrl-C).
+a backlog is walked in key order, and each lock-free read of a window's last key is timed apart.
+Afterwards it checks that exactly `expired` rows went and that every live row is still there, and
+drops the table (also on failure or Ctrl-C).
 
 Prints a Markdown table, then the EXPLAIN of one sweep batch statement per database (before
 the sweep, and EXPLAIN ANALYZE of a batch before and after the sweep, each rolled back).
@@ -238,7 +238,7 @@ def percentile(values, fraction):
 def explain_batch(backend, store, batch, analyze):
     """The plan of one sweep batch statement, as the store runs it; with analyze, run and rolled back."""
     db, sql = store.db, store._statements
-    # MySQL/MariaDB pick a batch's keys with a SELECT, then delete by key (the store's _KeyedSweep).
+    # MySQL/MariaDB read a batch's expired keys with a SELECT, then delete by key (the store's _KeyOrderSweep).
     statement, params = getattr(sql, "sweep_batch", None) or sql.sweep_expired_keys, (sql.now(), batch)
     if backend == "postgresql":
         prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
