@@ -32,6 +32,7 @@ the plugin when it is installed.
 """
 
 import argparse
+import atexit
 import contextlib
 import copy
 import datetime
@@ -399,12 +400,13 @@ class _Statements:
         # InnoDB instead deletes in key order, by a list of keys or a range of them (see _KeyOrderSweep).
         if dialect == "mysql":
             self.sweep_expired_keys = f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
-            self._delete_expired = f"DELETE FROM {t} WHERE expired <= {p}"
-            self._sid = sid
-            self.sweep_window_end = {  # the last key of a window: the `size`th key (after the cursor)
-                False: f"SELECT {sid} FROM {t} ORDER BY {sid} LIMIT 1 OFFSET {p}",
-                True: f"SELECT {sid} FROM {t} WHERE {sid} > {p} ORDER BY {sid} LIMIT 1 OFFSET {p}",
+            self.sweep_window = {  # (key, expired?) for the next `size` keys: from the start, or after a key
+                False: f"SELECT {sid}, expired <= {p} FROM {t} ORDER BY {sid} LIMIT {p}",
+                True: f"SELECT {sid}, expired <= {p} FROM {t} WHERE {sid} > {p} ORDER BY {sid} LIMIT {p}",
             }
+            # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
+            self._delete_expired_keys = (f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY)"
+                                         f" WHERE expired <= {p} AND {sid} IN ({{keys}})")
         elif dialect == "postgresql":
             # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
@@ -418,12 +420,7 @@ class _Statements:
 
     def delete_expired_keys(self, count: int) -> str:
         """MySQL: a DELETE of the expired rows among `count` sids, bound after the time."""
-        return "%s AND %s IN (%s)" % (self._delete_expired, self._sid, ", ".join([self.param] * count))
-
-    def delete_expired_between(self, after: bool, through: bool) -> str:
-        """MySQL: a DELETE of the expired rows with keys after one sid and/or up to another, bound in that order."""
-        p, sid = self.param, self._sid
-        return self._delete_expired + (f" AND {sid} > {p}" if after else "") + (f" AND {sid} <= {p}" if through else "")
+        return self._delete_expired_keys.replace("{keys}", ", ".join([self.param] * count))
 
     def patch(self, changes: Dict[str, str], removed: List[str]) -> Tuple[str, list]:
         """An UPDATE merging changed keys (given as JSON texts) and removed keys into the stored JSON.
@@ -766,9 +763,8 @@ class PeeweeSessionStore:
                              % (sid, size, self.max_session_size))
 
     def close(self) -> None:
-        """Stop the sweeper (and close the database if the store made it)."""
-        self._sweeper.stop()
-        if self._owns_db:
+        """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
+        if self._sweeper.stop() and self._owns_db:
             self.db.close_all()
 
     def __enter__(self) -> "PeeweeSessionStore":
@@ -782,56 +778,58 @@ class PeeweeSessionStore:
 
 
 class _KeyOrderSweep:
-    """MySQL/MariaDB's sweep, which deletes in key order: InnoDB keeps rows in key order.
+    """MySQL/MariaDB's sweep: keys read without locks, then their rows deleted by key, in key order.
 
-    Session ids are random, so rows taken in expiry order each sit on a page of their own: over
-    a long sweep every page would be read, changed and written again once per expired row it
-    holds. So a backlog (a first batch of expired keys that comes back full) is walked in key
-    order instead: each batch finds the end of a window of `size` consecutive keys, then deletes the
-    expired rows in that range (a few pages), while at least SWEEP_WALK_MIN_SHARE of a window is
-    expired. Otherwise, and after the walk, a batch reads expired keys from the expired index
-    without locks and deletes those rows by key, re-checking their expiry. Either way rows are
-    locked in key order, so concurrent sweepers wait for each other rather than deadlock. A
-    window's DELETE also locks the live rows in its range, and the gaps between them, for the
-    few milliseconds it runs: a request saving one of those sessions waits that long.
+    InnoDB keeps rows in key order, and session ids are random, so rows taken in expiry order
+    each sit on a page of their own: over a long sweep every page would be read, changed and
+    written again once per expired row it holds. So a backlog (a first read of expired keys that
+    comes back full) is walked in key order instead: each batch reads a window of `size`
+    consecutive keys (a few pages) and deletes its expired rows, while at least
+    SWEEP_WALK_MIN_SHARE of a window is expired. Otherwise, and after the walk, a batch reads
+    expired keys from the expired index. Either way the DELETE names its keys and re-checks
+    their expiry, so it locks only the rows it names, which were expired when read (not the live
+    sessions around them), in key order (concurrent sweepers wait rather than deadlock); and it
+    has no LIMIT, so statement-based replication can replay it.
     """
 
-    __slots__ = ("db", "sql", "walking", "cursor")
+    __slots__ = ("db", "sql", "walking", "walked", "cursor")
 
     def __init__(self, db: peewee.Database, sql: _Statements) -> None:
         self.db, self.sql = db, sql
-        self.walking = False
-        self.cursor: Optional[str] = None  # the last key walked; "" at the start; None: not walked (once a sweep)
+        self.walking = self.walked = False  # a sweep walks at most once
+        self.cursor: Optional[str] = None  # the last key the walk has read; None: the start of the table
 
     def step(self, size: int) -> Tuple[int, bool]:
         """One batch of at most `size` rows: (rows deleted, whether more may be expired)."""
         now = self.sql.now()
         if not self.walking:
             keys = [key for (key,) in self._fetch(self.sql.sweep_expired_keys, (now, size))]
-            if len(keys) < size or self.cursor is not None:
-                deleted = self._delete(self.sql.delete_expired_keys(len(keys)), [now] + keys) if keys else 0
-                return deleted, len(keys) == size
-            self.walking, self.cursor = True, ""  # a backlog: walk it in key order instead, once a sweep
-        return self._next_window(now, size)
+            if len(keys) < size or self.walked:
+                deleted = self._delete(keys, now)
+                # In a transaction reads see its snapshot: keys another sweeper deleted would come back forever.
+                return deleted, len(keys) == size and deleted > 0
+            self.walking = self.walked = True  # a backlog: those rows sit on as many pages; walk instead
+        keys, more = self._next_window(now, size)
+        return self._delete(keys, now), more
 
-    def _next_window(self, now: Any, size: int) -> Tuple[int, bool]:
-        sql, after = self.sql, self.cursor
-        found = self._fetch(sql.sweep_window_end[bool(after)], ((after,) if after else ()) + (size - 1,))
-        through = found[0][0] if found else None  # None: fewer than `size` keys are left
-        params = [now] + ([after] if after else []) + ([through] if through is not None else [])
-        deleted = self._delete(sql.delete_expired_between(bool(after), through is not None), params)
-        if through is None:  # the end of the table; what expired behind the walk is the next sweep's
-            return deleted, False
-        self.cursor = through
-        if deleted < size * SWEEP_WALK_MIN_SHARE:
+    def _next_window(self, now: Any, size: int) -> Tuple[List[str], bool]:
+        after = () if self.cursor is None else (self.cursor,)
+        rows = self._fetch(self.sql.sweep_window[bool(after)], (now,) + after + (size,))
+        expired = [key for key, is_expired in rows if is_expired]
+        if len(rows) < size:  # the end of the table; what expired behind the walk is the next sweep's
+            return expired, False
+        self.cursor = rows[-1][0]
+        if len(expired) < size * SWEEP_WALK_MIN_SHARE:
             self.walking = False  # mostly live keys here: the expired index finds the rest for less
-        return deleted, True
+        return expired, True
 
     def _fetch(self, sql: str, params: tuple) -> list:
         return self.db.execute_sql(sql, params).fetchall()
 
-    def _delete(self, sql: str, params: list) -> int:
-        return self.db.execute_sql(sql, params).rowcount
+    def _delete(self, keys: List[str], now: Any) -> int:
+        if not keys:
+            return 0
+        return self.db.execute_sql(self.sql.delete_expired_keys(len(keys)), [now] + keys).rowcount
 
 
 def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:
@@ -1658,15 +1656,24 @@ class _Sweeper:
                 if not self._stopped:
                     self._arm()
 
-    def stop(self) -> None:
-        """Cancel the next sweep, and wait (a while) for one under way to end its batch and return its connection."""
+    def stop(self) -> bool:
+        """Cancel the next sweep, and wait (a while) for one under way to end its batch and return its connection.
+
+        Returns False when a sweep is still running (its batch outlasted SWEEP_STOP_WAIT_S).
+        """
         with self._lock:
             self._stopped = True
             timer = self.timer
             if timer is not None:
                 timer.cancel()
-        if timer is not None and timer is not threading.current_thread():
-            timer.join(SWEEP_STOP_WAIT_S)
+        if timer is None or timer is threading.current_thread():
+            return True
+        timer.join(SWEEP_STOP_WAIT_S)
+        if timer.is_alive():
+            logger.warning("a sweep of %s is still running after %g s; it stops after its batch",
+                           self.store.table_name, SWEEP_STOP_WAIT_S)
+            return False
+        return True
 
     def _after_fork(self) -> None:
         """In a forked child the timer thread is gone (and the lock may be held by it): start afresh."""
@@ -1681,6 +1688,13 @@ _SWEEPERS: "weakref.WeakSet[_Sweeper]" = weakref.WeakSet()
 def _restart_sweepers_after_fork() -> None:
     for sweeper in list(_SWEEPERS):
         sweeper._after_fork()
+
+
+@atexit.register
+def _stop_sweepers_at_exit() -> None:
+    # A daemon thread still sweeping while the interpreter shuts down can crash the process.
+    for sweeper in list(_SWEEPERS):
+        sweeper.stop()
 
 
 if hasattr(os, "register_at_fork"):

@@ -13,7 +13,7 @@ a pool would; 1 ms between reads, --reader-pause): first for 30 s while nothing 
 flushing the loaded pages, does not decide the idle p99), then while the main thread sweeps with the store's batched sweep at its
 default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
 `store.sweep()` sums; the rests between batches are not part of a batch's time). On MySQL/MariaDB
-a backlog is walked in key order, and each lock-free read of a window's last key is timed apart.
+a backlog is walked in key order, and each lock-free read of a window of keys is timed apart.
 Afterwards it checks that exactly `expired` rows went and that every live row is still there, and
 drops the table (also on failure or Ctrl-C).
 
@@ -290,8 +290,7 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         result["server"] = " ".join(version.split()[:2]) if backend == "postgresql" else version
         sql = store._statements
         result["sweep_sql"] = getattr(sql, "sweep_batch", None) or "; ".join(
-            (sql.sweep_expired_keys, sql.delete_expired_keys(3), sql.sweep_window_end[True],
-             sql.delete_expired_between(True, True)))
+            (sql.sweep_expired_keys, sql.sweep_window[True], sql.delete_expired_keys(3)))
 
         # The table: two rows written by the store, the rest bulk-loaded in the same formats.
         started = time.perf_counter()
@@ -334,9 +333,9 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         # rest (no statement running, no lock held) is not part of how long a batch holds its locks.
         execute_sql = store.db.execute_sql
 
-        # MySQL/MariaDB walk a backlog in key order: each window's last key is read (without locks) before
-        # the window's expired rows are deleted. Those reads are timed too, apart from the DELETEs.
-        windows = set(getattr(store._statements, "sweep_window_end", {}).values())
+        # MySQL/MariaDB walk a backlog in key order: each window of keys is read (without locks) before
+        # its expired rows are deleted. Those reads are timed too, apart from the DELETEs.
+        windows = set(getattr(store._statements, "sweep_window", {}).values())
         window_seconds = []
 
         def timed_execute(sql, params=None, *args, **kwargs):
@@ -462,7 +461,7 @@ COLUMNS = [
     ("batch p50 / p99 ms", lambda r: "%s / %s" % (_f(r["batch_p50_ms"]), _f(r["batch_p99_ms"]))),
     ("first / last 10 batches ms", lambda r: "%s / %s" % (_f(r["first_10_batches_ms"]), _f(r["last_10_batches_ms"]))),
     ("batches > 100 ms", lambda r: "%d" % r["batches_over_100ms"]),
-    ("key windows: count, p50 / longest read of the end ms", lambda r: "%d, %s / %s" % (
+    ("key windows: count, p50 / longest read ms", lambda r: "%d, %s / %s" % (
         r.get("window_reads", 0), _f(r.get("window_p50_ms")), _f(r.get("window_max_ms")))
      if r.get("window_reads") else "none"),
     ("reader idle p50 / p99 ms", lambda r: "%s / %s" % (_f(r["idle_p50_ms"], 2), _f(r["idle_p99_ms"], 2))),

@@ -1,11 +1,12 @@
 """The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
 
 import datetime
+import itertools
 
 import pytest
 
 import peewee_sessions
-from conftest import Counter
+from conftest import Counter, open_database
 from peewee_sessions import PeeweeSessionStore, _iso_z
 
 UTC = datetime.timezone.utc
@@ -172,11 +173,10 @@ def test_a_backlog_sweep_deletes_exactly_the_expired_rows(make_store, pattern):
 
 
 def sweep_steps(store):
-    """What a MySQL sweep ran: "expired" (keys read in expiry order), "window" (a window's last key), "delete"."""
+    """What a MySQL sweep ran: "expired" (keys read in expiry order), "window" (consecutive keys), "delete"."""
     sql, counter = store._statements, Counter(store.db)
     store.sweep()
-    names = {sql.sweep_expired_keys: "expired", sql.sweep_window_end[False]: "window",
-             sql.sweep_window_end[True]: "window"}
+    names = {sql.sweep_expired_keys: "expired", sql.sweep_window[False]: "window", sql.sweep_window[True]: "window"}
     return [names.get(statement, "delete" if statement.startswith("DELETE") else statement)
             for statement in counter.statements]
 
@@ -186,12 +186,9 @@ def test_mysql_walks_a_backlog_in_key_order(make_store):
     """InnoDB keeps rows in key order: a backlog is deleted a window of consecutive keys at a time."""
     store = make_store(sweep_batch_size=10)
     fill_interleaved(store, "xxxxxxxxxl" * 10)  # 90 expired, 10 live
-    steps = sweep_steps(store)
-    # The first batch of expired keys came back full; then windows (10 keys each, fewer if a batch
-    # was slow) to the end of the table, and no more reads of the expired index.
-    assert steps[0] == "expired"
-    windows = len(steps[1:]) // 2
-    assert steps[1:] == ["window", "delete"] * windows and windows >= 11
+    # The first read of expired keys came back full: windows of 10 keys to the end of the table
+    # (the last one empty), and no more reads of the expired index.
+    assert sweep_steps(store) == ["expired"] + ["window", "delete"] * 10 + ["window"]
     assert store.stats()["expired"] == 0
 
 
@@ -199,11 +196,9 @@ def test_mysql_walks_a_backlog_in_key_order(make_store):
 def test_mysql_leaves_the_walk_where_few_rows_are_expired(make_store):
     store = make_store(sweep_batch_size=10)
     live_sids = fill_interleaved(store, "x" * 20 + "l" * 200)
-    steps = sweep_steps(store)
-    # Windows of expired keys, then one of live keys ends the walk, and the expired index finds
+    # Two windows of expired keys, one of live keys ends the walk, and the expired index finds
     # nothing more: no walk over the 200 live rows.
-    windows = len(steps[1:-1]) // 2
-    assert steps == ["expired"] + ["window", "delete"] * windows + ["expired"] and windows <= 5
+    assert sweep_steps(store) == ["expired"] + ["window", "delete"] * 2 + ["window", "expired"]
     assert set(store.all()) == live_sids
 
 
@@ -216,9 +211,10 @@ def test_mysql_sweep_without_a_backlog_reads_the_expired_index_only(make_store):
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
-def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_store, table_name):
-    """Expired keys are read without locks; the DELETE re-checks each row's expiry under its lock."""
-    store = make_store(sweep_batch_size=50)
+@pytest.mark.parametrize("batch_size", [50, 5], ids=["expired index", "key-order walk"])
+def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_store, table_name, batch_size):
+    """Keys are read without locks; the DELETE re-checks each row's expiry under its lock."""
+    store = make_store(sweep_batch_size=batch_size)
     fill_interleaved(store, "x" * 30)
     other = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
     revived = live(back="again")
@@ -233,16 +229,51 @@ def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_st
 
     def revive_after_the_keys_are_read(sql, params=None, *args, **kwargs):
         cursor = original(sql, params, *args, **kwargs)
-        if sql != store._statements.sweep_expired_keys:
+        if not sql.startswith("SELECT"):
             return cursor
-        rows = cursor.fetchall()
-        if ("k-0012",) in rows:
+        rows = cursor.fetchall()  # (key,) from the expired index; (key, expired?) in a window
+        if any(row[0] == "k-0012" and row[-1] for row in rows):
             other.set("k-0012", revived)  # a request saves that session between the read and the DELETE
         return ReadKeys(rows)
 
     store.db.execute_sql = revive_after_the_keys_are_read
     assert store.sweep() == 29
     assert store.all() == {"k-0012": revived}
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_backlog_sweep_does_not_wait_for_a_live_session_in_use(db, make_store, table_name, tmp_path):
+    """A request holding a live session's row lock (session.locked()) doesn't hold up the sweep around it."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_interleaved(store, "xxxxlxxxxx" * 5)  # a backlog; k-0004, k-0014, ... are live
+    holder_db = open_database("mysql", tmp_path)
+    try:
+        holder = PeeweeSessionStore(holder_db, table_name=table_name, clear_interval=0)
+        with holder.locked("k-0014") as found:  # on another connection, as another request would
+            assert found is not None
+            with store.connection():
+                store.db.execute_sql("SET SESSION innodb_lock_wait_timeout = 2")  # a wait fails, and fast
+                assert store.sweep() == 45
+    finally:
+        holder_db.close()
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_sweep_in_a_transaction_ends_when_another_sweeper_took_the_rows(db, make_store, table_name, tmp_path):
+    """A transaction's reads see its snapshot: the keys another sweeper deleted keep coming back."""
+    store = make_store(sweep_batch_size=5)
+    fill_interleaved(store, "l" * 10 + "x" * 30)
+    other_db = open_database("mysql", tmp_path)
+    try:
+        other = PeeweeSessionStore(other_db, table_name=table_name, clear_interval=0)
+        with store.connection(), db.atomic():
+            assert store.length() == 10  # the snapshot starts here
+            assert other.sweep() == 30  # on another connection
+            batches = list(itertools.islice(store.sweep_batches(), 100))
+        assert sum(batches) == 0 and len(batches) < 10
+    finally:
+        other_db.close()
 
 
 def expire_rows(store, count):

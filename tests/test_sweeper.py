@@ -119,7 +119,7 @@ def test_close_waits_for_a_sweep_under_way_and_stops_it_between_batches(make_sto
             batches.append(count)
             started.set()
             closing.wait(5)  # the sweep is under way when close() is called
-            time.sleep(0.1)
+            assert wait_for(lambda: store._sweeper._stopped)
             yield count
 
     store.sweep_batches = slow_batches
