@@ -397,7 +397,7 @@ class _Statements:
         self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
-        # InnoDB instead deletes in key order, by a list of keys or a range of them (see _KeyOrderSweep).
+        # InnoDB instead reads keys without locks and deletes by primary key (see _KeyOrderSweep).
         if dialect == "mysql":
             self.sweep_expired_keys = f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
             self.sweep_window = {  # (key, expired?) for the next `size` keys: from the start, or after a key
@@ -717,7 +717,7 @@ class PeeweeSessionStore:
         to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
         long however slow the database's disk is. After each batch the sweep rests twice as long as the
         batch took: it never keeps the database busy more than a third of the time, so
-        requests served meanwhile barely notice it. MySQL/MariaDB delete in key order (_KeyOrderSweep).
+        requests served meanwhile barely notice it. MySQL/MariaDB delete by key (_KeyOrderSweep).
         """
         sql, largest = self._statements, self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
