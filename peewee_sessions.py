@@ -399,10 +399,14 @@ class _Statements:
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         # InnoDB instead reads keys without locks and deletes by primary key (see _KeyOrderSweep).
         if dialect == "mysql":
-            self.sweep_expired_keys = f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
-            self.sweep_window = {  # (key, expired?) for the next `size` keys: from the start, or after a key
-                False: f"SELECT {sid}, expired <= {p} FROM {t} ORDER BY {sid} LIMIT {p}",
-                True: f"SELECT {sid}, expired <= {p} FROM {t} WHERE {sid} > {p} ORDER BY {sid} LIMIT {p}",
+            # Each read returns one row, its keys in one JSON array: the driver parsing a thousand rows
+            # would hold the sweeping process's GIL (and its requests) for milliseconds a batch.
+            self.sweep_expired_keys = (f"SELECT COUNT(*), JSON_ARRAYAGG({sid})"
+                                       f" FROM (SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}) AS k")
+            self.sweep_window = {  # the next `size` keys, from the start or after a key: count, keys (null if live), last
+                after: (f"SELECT COUNT(*), JSON_ARRAYAGG(CASE WHEN expired <= {p} THEN {sid} END), MAX({sid})"
+                        f" FROM (SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}) AS w")
+                for after, where in ((False, ""), (True, f"WHERE {sid} > {p} "))
             }
             # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
             self._delete_expired_keys = (f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY)"
@@ -462,6 +466,20 @@ class _Statements:
             if self.mariadb:
                 merged = f"JSON_COMPACT({merged})"  # MariaDB's JSON functions add spaces; express-session doesn't
         return self._patch.replace("{merged}", merged), params
+
+
+# The first versions with JSON_ARRAYAGG, which the sweep reads keys with (all older ones are past end of life).
+_MYSQL_MINIMUM = {"MariaDB": (10, 5), "MySQL": (5, 7, 22)}
+
+
+def _is_mariadb(version: str) -> bool:
+    """Whether a MySQL server's VERSION() is MariaDB's; refuses a server older than the store needs."""
+    server = "MariaDB" if "mariadb" in version.lower() else "MySQL"
+    minimum = _MYSQL_MINIMUM[server]
+    if tuple(int(number) for number in re.findall(r"\d+", version)[:3]) < minimum:
+        raise peewee.NotSupportedError("peewee_sessions needs %s %s or later; this server is %s"
+                                       % (server, ".".join(map(str, minimum)), version))
+    return server == "MariaDB"
 
 
 _SQLITE_MERGE = "peewee_sessions_merge"
@@ -555,7 +573,7 @@ class PeeweeSessionStore:
                 dialect = _dialect_of(self.db)
                 with self.connection():
                     self._ensure_table()
-                    mariadb = dialect == "mysql" and "mariadb" in self.db.execute_sql("SELECT VERSION()").fetchone()[0].lower()
+                    mariadb = dialect == "mysql" and _is_mariadb(self.db.execute_sql("SELECT VERSION()").fetchone()[0])
                 self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
             return self._sql
 
@@ -803,28 +821,34 @@ class _KeyOrderSweep:
         """One batch of at most `size` rows: (rows deleted, whether more may be expired)."""
         now = self.sql.now()
         if not self.walking:
-            keys = [key for (key,) in self._fetch(self.sql.sweep_expired_keys, (now, size))]
-            if len(keys) < size or self.walked:
+            count, keys = self._read_keys(self.sql.sweep_expired_keys, (now, size))
+            if count < size or self.walked:
                 deleted = self._delete(keys, now)
                 # In a transaction reads see its snapshot: keys another sweeper deleted would come back forever.
-                return deleted, len(keys) == size and deleted > 0
+                return deleted, count == size and deleted > 0
             self.walking = self.walked = True  # a backlog: those rows sit on as many pages; walk instead
         keys, more = self._next_window(now, size)
         return self._delete(keys, now), more
 
     def _next_window(self, now: Any, size: int) -> Tuple[List[str], bool]:
         after = () if self.cursor is None else (self.cursor,)
-        rows = self._fetch(self.sql.sweep_window[bool(after)], (now,) + after + (size,))
-        expired = [key for key, is_expired in rows if is_expired]
-        if len(rows) < size:  # the end of the table; what expired behind the walk is the next sweep's
+        count, keys, last = self._read_keys(self.sql.sweep_window[bool(after)], (now,) + after + (size,))
+        expired = [key for key in keys if key is not None]
+        if count < size:  # the end of the table; what expired behind the walk is the next sweep's
             return expired, False
-        self.cursor = rows[-1][0]
+        self.cursor = last
         if len(expired) < size * SWEEP_WALK_MIN_SHARE:
             self.walking = False  # mostly live keys here: the expired index finds the rest for less
         return expired, True
 
-    def _fetch(self, sql: str, params: tuple) -> list:
-        return self.db.execute_sql(sql, params).fetchall()
+    def _read_keys(self, sql: str, params: tuple) -> tuple:
+        """A read's row: the count of keys read, then their JSON array decoded, then any other columns."""
+        count, keys, *rest = self.db.execute_sql(sql, params).fetchone()
+        keys = json.loads(keys) if count else []  # JSON_ARRAYAGG of no rows is NULL
+        if len(keys) != count:  # MariaDB cuts the array short at group_concat_max_len
+            raise peewee.DatabaseError("the server returned %d of the sweep's %d keys: raise group_concat_max_len "
+                                       "or lower sweep_batch_size" % (len(keys), count))
+        return (count, keys, *rest)
 
     def _delete(self, keys: List[str], now: Any) -> int:
         if not keys:

@@ -2,12 +2,14 @@
 
 import datetime
 import itertools
+import json
 
+import peewee
 import pytest
 
 import peewee_sessions
 from conftest import Counter, open_database
-from peewee_sessions import PeeweeSessionStore, _iso_z
+from peewee_sessions import PeeweeSessionStore, SessionStoreError, _iso_z
 
 UTC = datetime.timezone.utc
 
@@ -221,23 +223,24 @@ def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_st
     original = store.db.execute_sql
 
     class ReadKeys:  # the keys as read, handed on after the session was saved again
-        def __init__(self, rows):
-            self.rows = rows
+        def __init__(self, row):
+            self.row = row
 
-        def fetchall(self):
-            return self.rows
+        def fetchone(self):
+            return self.row
 
     def revive_after_the_keys_are_read(sql, params=None, *args, **kwargs):
         cursor = original(sql, params, *args, **kwargs)
         if not sql.startswith("SELECT"):
             return cursor
-        rows = cursor.fetchall()  # (key,) from the expired index; (key, expired?) in a window
-        if any(row[0] == "k-0012" and row[-1] for row in rows):
+        row = cursor.fetchone()  # one row: how many keys it read, then the expired ones as a JSON array
+        if row[0] and "k-0012" in json.loads(row[1]):
             other.set("k-0012", revived)  # a request saves that session between the read and the DELETE
-        return ReadKeys(rows)
+        return ReadKeys(row)
 
     store.db.execute_sql = revive_after_the_keys_are_read
     assert store.sweep() == 29
+    del store.db.execute_sql
     assert store.all() == {"k-0012": revived}
 
 
@@ -275,6 +278,35 @@ def test_mysql_sweep_in_a_transaction_ends_when_another_sweeper_took_the_rows(db
     finally:
         other_db.close()
 
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_sweep_refuses_a_list_of_keys_the_server_cut_short(make_store):
+    """MariaDB cuts JSON_ARRAYAGG at group_concat_max_len: the sweep says so, and deletes nothing rather than part."""
+    store = make_store(sweep_batch_size=10)
+    fill_interleaved(store, "x" * 20)
+    if not store._statements.mariadb:
+        pytest.skip("MySQL does not cut JSON_ARRAYAGG at group_concat_max_len")
+    with store.connection():
+        store.db.execute_sql("SET SESSION group_concat_max_len = 40")  # 5 of the 10 keys
+        with pytest.raises(SessionStoreError, match="returned 5 of the sweep.s 10 keys: raise group_concat_max_len"):
+            store.sweep()
+    assert store.stats()["expired"] == 20
+
+
+@pytest.mark.parametrize("version, mariadb", [
+    ("10.11.19-MariaDB-0+deb12u1", True), ("10.5.0-MariaDB", True), ("8.0.36", False), ("5.7.22-log", False),
+])
+def test_mysql_servers_with_json_arrayagg_are_accepted(version, mariadb):
+    assert peewee_sessions._is_mariadb(version) is mariadb
+
+
+@pytest.mark.parametrize("version, message", [
+    ("10.4.34-MariaDB", "needs MariaDB 10.5 or later; this server is 10.4.34-MariaDB"),
+    ("5.7.21", "needs MySQL 5.7.22 or later; this server is 5.7.21"),
+])
+def test_older_mysql_servers_are_refused_by_name(version, message):
+    with pytest.raises(peewee.NotSupportedError, match=message):
+        peewee_sessions._is_mariadb(version)
 
 def expire_rows(store, count):
     for i in range(count):
