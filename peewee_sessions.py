@@ -572,8 +572,8 @@ class PeeweeSessionStore:
             if self._sql is None:
                 dialect = _dialect_of(self.db)
                 with self.connection():
-                    self._ensure_table()
                     mariadb = dialect == "mysql" and _is_mariadb(self.db.execute_sql("SELECT VERSION()").fetchone()[0])
+                    self._ensure_table()  # not on a server the store refuses
                 self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
             return self._sql
 

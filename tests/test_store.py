@@ -308,6 +308,15 @@ def test_older_mysql_servers_are_refused_by_name(version, message):
     with pytest.raises(peewee.NotSupportedError, match=message):
         peewee_sessions._is_mariadb(version)
 
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_a_refused_server_is_named_on_first_use_and_gets_no_table(db, table_name, monkeypatch):
+    for server in ("MariaDB", "MySQL"):
+        monkeypatch.setitem(peewee_sessions._MYSQL_MINIMUM, server, (99,))
+    with pytest.raises(SessionStoreError, match="needs (MariaDB|MySQL) 99 or later; this server is [0-9]"):
+        PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    assert not db.table_exists(table_name)
+
 def expire_rows(store, count):
     for i in range(count):
         store.set("dead-%d" % i, {"cookie": {"expires": in_(-60)}})
