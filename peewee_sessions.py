@@ -399,13 +399,21 @@ class _Statements:
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         # InnoDB instead reads keys without locks and deletes by primary key (see _KeyOrderSweep).
         if dialect == "mysql":
-            # Each read returns one row, its keys in one JSON array: the driver parsing a thousand rows
-            # would hold the sweeping process's GIL (and its requests) for milliseconds a batch.
-            self.sweep_expired_keys = (f"SELECT COUNT(*), JSON_ARRAYAGG({sid})"
-                                       f" FROM (SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}) AS k")
-            self.sweep_window = {  # the next `size` keys, from the start or after a key: count, keys (null if live), last
-                after: (f"SELECT COUNT(*), JSON_ARRAYAGG(CASE WHEN expired <= {p} THEN {sid} END), MAX({sid})"
-                        f" FROM (SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}) AS w")
+            # Each read returns one row: how many keys it read, the keys as one JSON array and the last
+            # one. A thousand rows parsed by the driver would hold the sweeping process's GIL (and so its
+            # requests) for milliseconds a batch. The array is UTF-8 bytes whatever the column's and the
+            # connection's character sets, and MariaDB, which cuts it at group_concat_max_len, has that
+            # limit lifted for the one statement.
+            lift = "SET STATEMENT group_concat_max_len = 4294967295 FOR " if mariadb else ""
+
+            def read_keys(keys: str, rows: str) -> str:
+                return (f"{lift}SELECT COUNT(*), CAST(JSON_ARRAYAGG(CONVERT({keys} USING utf8mb4)) AS BINARY),"
+                        f" MAX({sid}) FROM ({rows}) AS batch")
+
+            self.sweep_expired_keys = read_keys(sid, f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}")
+            self.sweep_window = {  # the next `size` keys, from the start or after a key; live ones are null
+                after: read_keys(f"CASE WHEN expired <= {p} THEN {sid} END",
+                                 f"SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}")
                 for after, where in ((False, ""), (True, f"WHERE {sid} > {p} "))
             }
             # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
@@ -468,18 +476,19 @@ class _Statements:
         return self._patch.replace("{merged}", merged), params
 
 
-# The first versions with JSON_ARRAYAGG, which the sweep reads keys with (all older ones are past end of life).
-_MYSQL_MINIMUM = {"MariaDB": (10, 5), "MySQL": (5, 7, 22)}
+# What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past end of life).
+_MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
 
 
-def _is_mariadb(version: str) -> bool:
-    """Whether a MySQL server's VERSION() is MariaDB's; refuses a server older than the store needs."""
-    server = "MariaDB" if "mariadb" in version.lower() else "MySQL"
-    minimum = _MYSQL_MINIMUM[server]
-    if tuple(int(number) for number in re.findall(r"\d+", version)[:3]) < minimum:
-        raise peewee.NotSupportedError("peewee_sessions needs %s %s or later; this server is %s"
-                                       % (server, ".".join(map(str, minimum)), version))
-    return server == "MariaDB"
+def _check_mysql_server(db: peewee.Database) -> bool:
+    """Whether a MySQL-protocol server is MariaDB; refuses, by name, one the store cannot sweep on."""
+    version = db.execute_sql("SELECT VERSION()").fetchone()[0]
+    try:
+        db.execute_sql(_MYSQL_FEATURE_PROBE).fetchone()
+    except peewee.DatabaseError as exc:
+        raise SessionStoreError("peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
+                                "this server is %s" % version) from exc
+    return "mariadb" in version.lower()
 
 
 _SQLITE_MERGE = "peewee_sessions_merge"
@@ -572,7 +581,7 @@ class PeeweeSessionStore:
             if self._sql is None:
                 dialect = _dialect_of(self.db)
                 with self.connection():
-                    mariadb = dialect == "mysql" and _is_mariadb(self.db.execute_sql("SELECT VERSION()").fetchone()[0])
+                    mariadb = dialect == "mysql" and _check_mysql_server(self.db)
                     self._ensure_table()  # not on a server the store refuses
                 self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
             return self._sql
@@ -821,7 +830,7 @@ class _KeyOrderSweep:
         """One batch of at most `size` rows: (rows deleted, whether more may be expired)."""
         now = self.sql.now()
         if not self.walking:
-            count, keys = self._read_keys(self.sql.sweep_expired_keys, (now, size))
+            count, keys, _ = self._read_keys(self.sql.sweep_expired_keys, (now, size))
             if count < size or self.walked:
                 deleted = self._delete(keys, now)
                 # In a transaction reads see its snapshot: keys another sweeper deleted would come back forever.
@@ -841,14 +850,17 @@ class _KeyOrderSweep:
             self.walking = False  # mostly live keys here: the expired index finds the rest for less
         return expired, True
 
-    def _read_keys(self, sql: str, params: tuple) -> tuple:
-        """A read's row: the count of keys read, then their JSON array decoded, then any other columns."""
-        count, keys, *rest = self.db.execute_sql(sql, params).fetchone()
-        keys = json.loads(keys) if count else []  # JSON_ARRAYAGG of no rows is NULL
-        if len(keys) != count:  # MariaDB cuts the array short at group_concat_max_len
-            raise peewee.DatabaseError("the server returned %d of the sweep's %d keys: raise group_concat_max_len "
-                                       "or lower sweep_batch_size" % (len(keys), count))
-        return (count, keys, *rest)
+    def _read_keys(self, sql: str, params: tuple) -> Tuple[int, list, Optional[str]]:
+        """A read's count of keys, the keys (None for a window's live ones) and the last key in key order."""
+        count, array, last = self.db.execute_sql(sql, params).fetchone()
+        try:
+            keys = json.loads(array) if count else []  # JSON_ARRAYAGG of no rows is NULL
+        except (TypeError, ValueError):  # NULL or cut short: past max_allowed_packet, say
+            keys = None
+        if not isinstance(keys, list) or len(keys) != count:
+            raise peewee.DatabaseError("the server's list of the sweep's %d keys came back damaged or cut short "
+                                       "(max_allowed_packet?): lower sweep_batch_size" % count)
+        return count, keys, last
 
     def _delete(self, keys: List[str], now: Any) -> int:
         if not keys:

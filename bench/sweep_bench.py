@@ -240,6 +240,7 @@ def explain_batch(backend, store, batch, analyze):
     db, sql = store.db, store._statements
     # MySQL/MariaDB read a batch's expired keys with a SELECT, then delete by key (the store's _KeyOrderSweep).
     statement, params = getattr(sql, "sweep_batch", None) or sql.sweep_expired_keys, (sql.now(), batch)
+    statement = statement.split(" FOR ", 1)[1] if statement.startswith("SET STATEMENT") else statement  # MariaDB's
     if backend == "postgresql":
         prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     else:

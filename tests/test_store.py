@@ -229,11 +229,14 @@ def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_st
         def fetchone(self):
             return self.row
 
+    statements = store._statements
+    key_reads = {statements.sweep_expired_keys, *statements.sweep_window.values()}
+
     def revive_after_the_keys_are_read(sql, params=None, *args, **kwargs):
         cursor = original(sql, params, *args, **kwargs)
-        if not sql.startswith("SELECT"):
+        if sql not in key_reads:
             return cursor
-        row = cursor.fetchone()  # one row: how many keys it read, then the expired ones as a JSON array
+        row = cursor.fetchone()  # how many keys it read, the expired ones as a JSON array, the last key
         if row[0] and "k-0012" in json.loads(row[1]):
             other.set("k-0012", revived)  # a request saves that session between the read and the DELETE
         return ReadKeys(row)
@@ -280,42 +283,74 @@ def test_mysql_sweep_in_a_transaction_ends_when_another_sweeper_took_the_rows(db
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
-def test_mysql_sweep_refuses_a_list_of_keys_the_server_cut_short(make_store):
-    """MariaDB cuts JSON_ARRAYAGG at group_concat_max_len: the sweep says so, and deletes nothing rather than part."""
-    store = make_store(sweep_batch_size=10)
-    fill_interleaved(store, "x" * 20)
-    if not store._statements.mariadb:
-        pytest.skip("MySQL does not cut JSON_ARRAYAGG at group_concat_max_len")
+def test_mysql_sweep_is_not_cut_short_by_group_concat_max_len(make_store):
+    """MariaDB cuts JSON_ARRAYAGG at group_concat_max_len (MySQL's default is 1 KB): the sweep lifts it for its reads."""
+    store = make_store(sweep_batch_size=200)
+    fill_interleaved(store, "x" * 400 + "l" * 10)
     with store.connection():
-        store.db.execute_sql("SET SESSION group_concat_max_len = 40")  # 5 of the 10 keys
-        with pytest.raises(SessionStoreError, match="returned 5 of the sweep.s 10 keys: raise group_concat_max_len"):
-            store.sweep()
-    assert store.stats()["expired"] == 20
-
-
-@pytest.mark.parametrize("version, mariadb", [
-    ("10.11.19-MariaDB-0+deb12u1", True), ("10.5.0-MariaDB", True), ("8.0.36", False), ("5.7.22-log", False),
-])
-def test_mysql_servers_with_json_arrayagg_are_accepted(version, mariadb):
-    assert peewee_sessions._is_mariadb(version) is mariadb
-
-
-@pytest.mark.parametrize("version, message", [
-    ("10.4.34-MariaDB", "needs MariaDB 10.5 or later; this server is 10.4.34-MariaDB"),
-    ("5.7.21", "needs MySQL 5.7.22 or later; this server is 5.7.21"),
-])
-def test_older_mysql_servers_are_refused_by_name(version, message):
-    with pytest.raises(peewee.NotSupportedError, match=message):
-        peewee_sessions._is_mariadb(version)
+        store.db.execute_sql("SET SESSION group_concat_max_len = 1024")  # about 100 of a read's 200 keys
+        assert store.sweep() == 400
+        assert store.db.execute_sql("SELECT @@SESSION.group_concat_max_len").fetchone()[0] == 1024
+    assert store.stats()["expired"] == 0
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
-def test_a_refused_server_is_named_on_first_use_and_gets_no_table(db, table_name, monkeypatch):
-    for server in ("MariaDB", "MySQL"):
-        monkeypatch.setitem(peewee_sessions._MYSQL_MINIMUM, server, (99,))
-    with pytest.raises(SessionStoreError, match="needs (MariaDB|MySQL) 99 or later; this server is [0-9]"):
+@pytest.mark.parametrize("count, array", [(3, '["k-1"]'), (2, '["k-1",'), (2, None)], ids=["short", "cut", "null"])
+def test_mysql_sweep_refuses_a_damaged_list_of_keys(make_store, count, array):
+    """A list that doesn't hold as many keys as the read counted is never half-deleted: the sweep stops, saying why."""
+    store = make_store()
+    reader = peewee_sessions._KeyOrderSweep(store.db, store._statements)
+    with store.connection(), pytest.raises(peewee.DatabaseError, match="list of the sweep's %d keys came back damaged" % count):
+        reader._read_keys("SELECT %s, %s, NULL", (count, array))
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+@pytest.mark.parametrize("batch_size", [2, 1000], ids=["key-order walk", "expired index"])
+@pytest.mark.parametrize("latin1", ["table", "connection"])
+def test_mysql_sweep_reads_keys_right_whatever_the_character_sets(db, make_store, table_name, batch_size, latin1):
+    """A latin1 table (MariaDB's default before 11.6) or connection: the keys come back as stored."""
+    if latin1 == "table":
+        ddl = peewee_sessions.create_table_sql(db, table_name)
+        with db.connection_context():
+            db.execute_sql(ddl[0] + " DEFAULT CHARSET=latin1")
+            for statement in ddl[1:]:
+                db.execute_sql(statement)
+        sweeping_db = db
+    else:
+        make_store()  # the table, in the database's default character set
+        sweeping_db = peewee.MySQLDatabase(db.database, **dict(db.connect_params, charset="latin1"))
+    try:
+        store = PeeweeSessionStore(sweeping_db, table_name=table_name, create_table=False, clear_interval=0,
+                                   sweep_batch_size=batch_size)
+        for sid in ("plain", "é", "Ã©", "it's \\ \"q\""):
+            store.set(sid, {"cookie": {"expires": in_(-60)}})
+        store.set("ü-live", live())
+        assert store.sweep() == 4
+        assert set(store.all()) == {"ü-live"}
+    finally:
+        sweeping_db.close()
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_mysql_walk_goes_on_after_the_last_key_of_each_window(make_store):
+    """The walk's cursor is the window's last key, live or not: no key is read twice or skipped."""
+    store = make_store(sweep_batch_size=10)
+    fill_interleaved(store, "xxxxxxxxll" * 3)
+    walk = peewee_sessions._KeyOrderSweep(store.db, store._statements)
+    with store.connection():
+        assert walk.step(10) == (8, True)  # a full first read of the expired index: the walk's first window
+        assert walk.cursor == "k-0009"  # live
+        assert walk.step(10) == (8, True) and walk.cursor == "k-0019"
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_a_mysql_server_without_json_arrayagg_is_refused_by_name_and_gets_no_table(db, table_name, monkeypatch):
+    monkeypatch.setattr(peewee_sessions, "_MYSQL_FEATURE_PROBE", "SELECT NO_SUCH_FUNCTION(1)")
+    with pytest.raises(SessionStoreError, match=r"needs MariaDB 10\.5\+ or MySQL 5\.7\.22\+ \(for JSON_ARRAYAGG\); "
+                                                r"this server is [0-9]"):
         PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
     assert not db.table_exists(table_name)
+
 
 def expire_rows(store, count):
     for i in range(count):
