@@ -361,6 +361,9 @@ SWEEP_REST_RATIO = 2.0
 SWEEP_STOP_WAIT_S = 5.0
 # MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
 SWEEP_WALK_MIN_SHARE = 0.25
+# PostgreSQL: a page-order sweep (_PageOrderSweep) starts with windows of this many pages, and goes on
+# while it has deleted at least one row for each page it has read.
+SWEEP_FIRST_WINDOW_PAGES = 8
 
 
 class _Statements:
@@ -397,7 +400,7 @@ class _Statements:
         self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
-        # InnoDB instead reads keys without locks and deletes by primary key (see _KeyOrderSweep).
+        # A backlog is walked in the table's own order instead (see _KeyOrderSweep and _PageOrderSweep).
         if dialect == "mysql":
             # Each read returns one row: how many keys it read, the keys as one JSON array and the last
             # one. A thousand rows parsed by the driver would hold the sweeping process's GIL (and so its
@@ -423,6 +426,13 @@ class _Statements:
             # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
                                 f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
+            # The expired rows of a window of pages, [first, end): a TID range scan (PostgreSQL 14+).
+            self.sweep_pages = (f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}"
+                                f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p} FOR UPDATE SKIP LOCKED))")
+            # The table's pages now, if this server can scan a range of them (and None if not).
+            self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
+                                f" pg_relation_size(CAST({p} AS regclass)) / current_setting('block_size')::int END")
+            self.table_reference = t  # the quoted name, as table_pages's parameter
         else:
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
                                 f" ORDER BY expired LIMIT {p})")
@@ -744,11 +754,17 @@ class PeeweeSessionStore:
         to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
         long however slow the database's disk is. After each batch the sweep rests twice as long as the
         batch took: it never keeps the database busy more than a third of the time, so
-        requests served meanwhile barely notice it. MySQL/MariaDB delete by key (_KeyOrderSweep).
+        requests served meanwhile barely notice it. A backlog on MySQL/MariaDB is deleted in key
+        order (_KeyOrderSweep), on PostgreSQL in page order (_PageOrderSweep).
         """
         sql, largest = self._statements, self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
-        sweep_one = _KeyOrderSweep(self.db, sql).step if sql.dialect == "mysql" else self._sweep_one
+        if sql.dialect == "mysql":
+            sweep_one = _KeyOrderSweep(self.db, sql).step
+        elif sql.dialect == "postgresql":
+            sweep_one = _PageOrderSweep(self).step
+        else:
+            sweep_one = self._sweep_one
         with self.connection():
             while True:
                 started = time.perf_counter()
@@ -866,6 +882,57 @@ class _KeyOrderSweep:
         if not keys:
             return 0
         return self.db.execute_sql(self.sql.delete_expired_keys(len(keys)), [now] + keys).rowcount
+
+
+class _PageOrderSweep:
+    """PostgreSQL's sweep: batches in expiry order, but a backlog walked a window of pages at a time.
+
+    A table's rows sit in its pages in the order they were written, not the order they expire, so
+    over a backlog the rows of an expiry-order batch each sit on a page of their own: every page
+    would be read, changed and written back once per expired row it holds, and again after each
+    time it is evicted (random writes of many times the table's size). So when a first batch comes
+    back full, the sweep walks the pages instead (TID range scans, PostgreSQL 14+): each statement
+    deletes the expired rows of a window of consecutive pages, sized to hold about a batch, and
+    locks only those rows, skipping any another sweeper holds. The walk goes on while it has
+    deleted at least a row for each page it has read (expiry order would have touched as many
+    pages), else batches go on in expiry order; it ends at the last page the table had when it
+    began: what expires behind it is the next sweep's. The deleted rows' entries in the expired
+    index wait for (auto)vacuum, as any large DELETE's do, and until then the next batch in expiry
+    order steps over them, once.
+    """
+
+    __slots__ = ("store", "walking", "walked", "page", "end", "window", "deleted")
+
+    def __init__(self, store: PeeweeSessionStore) -> None:
+        self.store = store
+        self.walking = self.walked = False  # a sweep walks at most once
+        self.page = self.end = 0  # the walk's next page, and the page it stops before
+        self.window = SWEEP_FIRST_WINDOW_PAGES
+        self.deleted = 0  # by the walk so far
+
+    def step(self, size: int) -> Tuple[int, bool]:
+        """One batch of about `size` rows: (rows deleted, whether more may be expired)."""
+        if self.walking:
+            return self._next_window(size)
+        count, more = self.store._sweep_one(size)
+        if more and not self.walked:
+            self.walked = True  # a backlog: walk it, if this server can
+            sql = self.store._statements
+            self.end = self.store.db.execute_sql(sql.table_pages, (sql.table_reference,)).fetchone()[0] or 0
+            self.walking = self.end > 0
+        return count, more
+
+    def _next_window(self, size: int) -> Tuple[int, bool]:
+        sql = self.store._statements
+        first, end = self.page, min(self.page + self.window, self.end)
+        deleted = self.store.db.execute_sql(sql.sweep_pages, ("(%d,0)" % first, "(%d,0)" % end, sql.now())).rowcount
+        self.page, self.deleted = end, self.deleted + deleted
+        # The next window: as many pages as held about `size` expired rows here, growing at most twofold.
+        self.window = max(1, min(2 * self.window, size, round(self.window * size / max(deleted, 1))))
+        if end == self.end:
+            return deleted, False
+        self.walking = self.deleted >= end  # else mostly live pages: the expired index finds the rest for less
+        return deleted, True
 
 
 def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:

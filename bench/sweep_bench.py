@@ -358,6 +358,13 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
                     if pause:
                         time.sleep(pause)  # between statements: no statement running, no locks held
                 sweep_end = clock()
+                # The next sweep, straight away (before any vacuum): what the first one left it costs.
+                swept = len(batch_seconds)
+                next_start = clock()
+                next_rows = store.sweep()
+                next_sweep_s = clock() - next_start
+                next_seconds = batch_seconds[swept:]
+                del batch_seconds[swept:]
         finally:
             store.db.execute_sql = execute_sql
         time.sleep(0.2)
@@ -390,6 +397,11 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
             "during_p99_ms": percentile(during, 0.99) * ms if during else None,
             "during_max_ms": max(during) * ms if during else None,
             "reader_misses": reader.misses,
+            "next_sweep_s": next_sweep_s,
+            "next_sweep_rows": next_rows,
+            "next_sweep_max_ms": max(next_seconds) * ms if next_seconds else None,
+            # The target covers every DELETE of both sweeps.
+            "longest_delete_ms": max(batch_seconds + next_seconds) * ms,
             "rows_deleted": sum(counts),
         })
         result["p99_ratio"] = (result["during_p99_ms"] / result["idle_p99_ms"]) if during else None
@@ -405,7 +417,7 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         result["ok"] = bool(
             result["deleted_ok"] and result["live_intact"] and not reader.misses
             and result["p99_ratio"] is not None and result["p99_ratio"] <= P99_RATIO_TARGET
-            and result["batch_max_ms"] <= BATCH_MS_TARGET
+            and result["longest_delete_ms"] <= BATCH_MS_TARGET
         )
         progress("%s: swept %d rows in %.1f s, %d batches, longest %.1f ms" % (
             backend, result["rows_deleted"], result["sweep_s"], result["batches"], result["batch_max_ms"]))
@@ -472,10 +484,12 @@ COLUMNS = [
     ("deleted", lambda r: "%d%s" % (r["rows_deleted"], "" if r["deleted_ok"] else " (WRONG)")),
     ("live intact", lambda r: ("yes" if r["live_intact"] else "NO (%d rows left)" % r["rows_left"])
      + ("" if not r["reader_misses"] else ", %d reader misses" % r["reader_misses"])),
+    ("next sweep: rows, s, longest ms", lambda r: "%d, %s, %s" % (
+        r["next_sweep_rows"], _f(r["next_sweep_s"], 2), _f(r["next_sweep_max_ms"]))),
     ("load avg", lambda r: "%.1f" % r["loadavg_1min"]),
     ("targets", lambda r: "p99 %s, batch %s" % (
         _target(r["p99_ratio"] is not None and r["p99_ratio"] <= P99_RATIO_TARGET),
-        _target(r["batch_max_ms"] <= BATCH_MS_TARGET))),
+        _target(r["longest_delete_ms"] <= BATCH_MS_TARGET))),
 ]
 
 

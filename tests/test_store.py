@@ -352,6 +352,129 @@ def test_a_mysql_server_without_json_arrayagg_is_refused_by_name_and_gets_no_tab
     assert not db.table_exists(table_name)
 
 
+def fill_pages(store, pattern):
+    """fill_interleaved with sessions of about 1 KB: a PostgreSQL page holds seven, so the rows span pages."""
+    for i, kind in enumerate(pattern):
+        expires = in_(-60) if kind == "x" else in_(3600)
+        store.set("k-%04d" % i, {"cookie": {"expires": expires}, "padding": "p" * 1000})
+    return {"k-%04d" % i for i, kind in enumerate(pattern) if kind == "l"}
+
+
+def page_sweep_steps(store):
+    """What a PostgreSQL sweep ran: "expired" (a batch in expiry order), "size" (the table's pages),
+    and (first page, end page) for each window of pages it swept."""
+    sql, steps = store._statements, []
+    original = store.db.execute_sql
+
+    def recording(statement, params=None, *args, **kwargs):
+        if statement == sql.sweep_pages:
+            steps.append(tuple(int(tid.strip("()").split(",")[0]) for tid in params[:2]))
+        else:
+            steps.append({sql.sweep_batch: "expired", sql.table_pages: "size"}.get(statement, statement))
+        return original(statement, params, *args, **kwargs)
+
+    store.db.execute_sql = recording
+    try:
+        store.sweep()
+    finally:
+        del store.db.execute_sql
+    return steps
+
+
+def table_pages(store):
+    with store.connection():
+        return store.db.execute_sql("SELECT pg_relation_size(%s) / current_setting('block_size')::int",
+                                    (store.table_name,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_walks_a_backlog_in_page_order(make_store):
+    """A table's rows sit in the order they were written: a backlog is deleted a window of pages at a time."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xxxxxxxxxl" * 20)  # 180 expired, 20 live, on about 30 pages
+    pages = table_pages(store)
+    steps = page_sweep_steps(store)
+    # The first batch in expiry order came back full: then consecutive windows, from the first
+    # page to the last, and nothing more once the walk has reached the end.
+    assert steps[:2] == ["expired", "size"]
+    windows = steps[2:]
+    assert windows[0][0] == 0 and windows[-1][1] == pages
+    assert all(first == previous_end for (_, previous_end), (first, _) in zip(windows, windows[1:]))
+    assert set(store.all()) == live_sids and store.stats()["expired"] == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_leaves_the_walk_when_it_reads_more_pages_than_it_deletes_rows(make_store):
+    """A full first batch on a table of mostly live sessions: the walk stops, and expiry order finds the rest."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "x" * 20 + "l" * 300)  # 20 expired rows on the first 3 pages of about 46
+    # The first window (8 pages) deletes the 10 rows the first batch left: 10 rows for 8 pages. The
+    # second (8 pages) deletes none: 10 rows for 16 pages, so the walk stops.
+    assert page_sweep_steps(store) == ["expired", "size", (0, 8), (8, 16), "expired"]
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_sweep_without_a_backlog_reads_the_expired_index_only(make_store):
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xlllllllll" * 5)
+    assert page_sweep_steps(store) == ["expired"]
+    assert set(store.all()) == live_sids
+
+
+def pages_only_in_expiry_order(store):
+    """Make PostgreSQL look older than 14 to the sweep, which then never walks pages."""
+    sql = store._statements
+    if sql.dialect == "postgresql":
+        sql.table_pages = sql.table_pages.replace(">= 140000", ">= 990000")  # a version no server has yet
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_before_14_sweeps_a_backlog_in_expiry_order(make_store):
+    """TID range scans came in PostgreSQL 14: an older server would read the whole table for each window."""
+    store = make_store(sweep_batch_size=10)
+    pages_only_in_expiry_order(store)
+    live_sids = fill_pages(store, "xxxxxxxxxl" * 5)
+    assert page_sweep_steps(store) == ["expired", "size"] + ["expired"] * 4
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_page_walk_does_not_wait_for_a_live_session_in_use(db, make_store, table_name, tmp_path):
+    """A request holding a live session's row lock (session.locked()) doesn't hold up the walk over its page."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xxxxlxxxxx" * 5)  # a backlog; k-0004, k-0014, ... are live
+    holder_db = open_database("postgresql", tmp_path)
+    try:
+        holder = PeeweeSessionStore(holder_db, table_name=table_name, clear_interval=0)
+        with holder.locked("k-0014") as found:  # on another connection, as another request would
+            assert found is not None
+            with store.connection():
+                store.db.execute_sql("SET lock_timeout = '2s'")  # a wait fails, and fast
+                assert store.sweep() == 45
+    finally:
+        holder_db.close()
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_page_walk_skips_rows_another_sweeper_holds(db, make_store, table_name, tmp_path):
+    """Two sweepers walking the same pages: neither waits for the other, and each row goes once."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xxxxxxxxxl" * 5)
+    other_db = open_database("postgresql", tmp_path)
+    try:
+        with other_db.atomic():  # another sweeper, mid-statement: it holds k-0003's row lock
+            other_db.execute_sql("SELECT 1 FROM %s WHERE sid = 'k-0003' FOR UPDATE" % table_name)
+            with store.connection():
+                store.db.execute_sql("SET lock_timeout = '2s'")
+                assert store.sweep() == 44
+        assert store.sweep() == 1  # the next sweep takes the row it skipped
+    finally:
+        other_db.close()
+    assert set(store.all()) == live_sids
+
+
 def expire_rows(store, count):
     for i in range(count):
         store.set("dead-%d" % i, {"cookie": {"expires": in_(-60)}})
@@ -376,6 +499,7 @@ class FakeTime:
 def test_sweep_rests_twice_as_long_as_each_batch_took(make_store, monkeypatch):
     """The database is busy with the sweep at most a third of the time, and the sweep ends without a rest."""
     store = make_store(sweep_batch_size=10)
+    pages_only_in_expiry_order(store)  # the pacing is the same however batches are made; these count rows
     expire_rows(store, 35)
     fake = FakeTime([0.004, 0.02, 0.03, 0.001])
     monkeypatch.setattr(peewee_sessions, "time", fake)
@@ -386,6 +510,7 @@ def test_sweep_rests_twice_as_long_as_each_batch_took(make_store, monkeypatch):
 
 def test_a_slow_batch_halves_the_next_and_a_quick_one_doubles_it(make_store, monkeypatch):
     store = make_store(sweep_batch_size=200)
+    pages_only_in_expiry_order(store)
     expire_rows(store, 700)
     # Over 50 ms: half as many next time (down to 50 rows); 10 to 50 ms: as many; under 10 ms: twice as many.
     monkeypatch.setattr(peewee_sessions, "time", FakeTime([0.06, 0.06, 0.06, 0.02, 0.001, 0.001, 0.001]))
