@@ -361,9 +361,9 @@ SWEEP_REST_RATIO = 2.0
 SWEEP_STOP_WAIT_S = 5.0
 # MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
 SWEEP_WALK_MIN_SHARE = 0.25
-# PostgreSQL: a page-order sweep (_PageOrderSweep) starts with windows of this many pages, and goes on
-# while it has deleted at least one row for each page it has read.
+# PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most.
 SWEEP_FIRST_WINDOW_PAGES = 8
+SWEEP_MAX_WINDOW_PAGES = 1024
 
 
 class _Statements:
@@ -426,9 +426,11 @@ class _Statements:
             # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
                                 f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
-            # The expired rows of a window of pages, [first, end): a TID range scan (PostgreSQL 14+).
-            self.sweep_pages = (f"DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t}"
-                                f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p} FOR UPDATE SKIP LOCKED))")
+            # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
+            # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
+            self.sweep_pages = (f"DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
+                                f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
+                                f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p}")
             # The table's pages now, if this server can scan a range of them (and None if not).
             self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
                                 f" pg_relation_size(CAST({p} AS regclass)) / current_setting('block_size')::int END")
@@ -893,10 +895,11 @@ class _PageOrderSweep:
     time it is evicted (random writes of many times the table's size). So when a first batch comes
     back full, the sweep walks the pages instead (TID range scans, PostgreSQL 14+): each statement
     deletes the expired rows of a window of consecutive pages, sized to hold about a batch, and
-    locks only those rows, skipping any another sweeper holds. The walk goes on while it has
-    deleted at least a row for each page it has read (expiry order would have touched as many
-    pages), else batches go on in expiry order; it ends at the last page the table had when it
-    began: what expires behind it is the next sweep's. The deleted rows' entries in the expired
+    locks only those rows (at most a batch), skipping any another sweeper holds. The walk goes on
+    while it has deleted, in all, at least a row for each page it has read, so it never reads more
+    pages than expiry order would have touched for the same rows; else batches go on in expiry
+    order. It ends at the last page the table had when it began: what expires behind it is the
+    next sweep's. The deleted rows' entries in the expired
     index wait for (auto)vacuum, as any large DELETE's do, and until then the next batch in expiry
     order steps over them, once.
     """
@@ -924,11 +927,15 @@ class _PageOrderSweep:
 
     def _next_window(self, size: int) -> Tuple[int, bool]:
         sql = self.store._statements
-        first, end = self.page, min(self.page + self.window, self.end)
-        deleted = self.store.db.execute_sql(sql.sweep_pages, ("(%d,0)" % first, "(%d,0)" % end, sql.now())).rowcount
-        self.page, self.deleted = end, self.deleted + deleted
+        first, end, now = self.page, min(self.page + self.window, self.end), sql.now()
+        deleted = self.store.db.execute_sql(sql.sweep_pages, ("(%d,0)" % first, "(%d,0)" % end, now, size, now)).rowcount
+        self.deleted += deleted
+        if deleted == size:  # the window held a batch or more: the rest of it next, in a smaller window
+            self.window = max(1, self.window // 2)
+            return deleted, True
+        self.page = end
         # The next window: as many pages as held about `size` expired rows here, growing at most twofold.
-        self.window = max(1, min(2 * self.window, size, round(self.window * size / max(deleted, 1))))
+        self.window = max(1, min(2 * self.window, SWEEP_MAX_WINDOW_PAGES, round(self.window * size / max(deleted, 1))))
         if end == self.end:
             return deleted, False
         self.walking = self.deleted >= end  # else mostly live pages: the expired index finds the rest for less
