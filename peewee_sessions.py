@@ -433,8 +433,7 @@ class _Statements:
                                 f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p}")
             # The table's pages now, if this server can scan a range of them (and None if not).
             self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
-                                f" pg_relation_size(CAST({p} AS regclass)) / current_setting('block_size')::int END")
-            self.table_reference = t  # the quoted name, as table_pages's parameter
+                                f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END")
         else:
             self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
                                 f" ORDER BY expired LIMIT {p})")
@@ -899,9 +898,8 @@ class _PageOrderSweep:
     while it has deleted, in all, at least a row for each page it has read, so it never reads more
     pages than expiry order would have touched for the same rows; else batches go on in expiry
     order. It ends at the last page the table had when it began: what expires behind it is the
-    next sweep's. The deleted rows' entries in the expired
-    index wait for (auto)vacuum, as any large DELETE's do, and until then the next batch in expiry
-    order steps over them, once.
+    next sweep's. The deleted rows' entries in the expired index wait for (auto)vacuum, as any
+    large DELETE's do, and until then the next batch in expiry order steps over them, once.
     """
 
     __slots__ = ("store", "walking", "walked", "page", "end", "window", "deleted")
@@ -921,7 +919,7 @@ class _PageOrderSweep:
         if more and not self.walked:
             self.walked = True  # a backlog: walk it, if this server can
             sql = self.store._statements
-            self.end = self.store.db.execute_sql(sql.table_pages, (sql.table_reference,)).fetchone()[0] or 0
+            self.end = self.store.db.execute_sql(sql.table_pages, (self.store.table_name,)).fetchone()[0] or 0
             self.walking = self.end > 0
         return count, more
 

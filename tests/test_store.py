@@ -1,5 +1,6 @@
 """The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -247,21 +248,30 @@ def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_st
     assert store.all() == {"k-0012": revived}
 
 
+@contextlib.contextmanager
+def holding_a_live_session(backend, tmp_path, store, sid):
+    """Another connection holds a live session's row lock (session.locked(), as a request would) while the
+    block runs on the store's connection, where waiting for a lock fails, and fast."""
+    lock_timeout = {"mysql": "SET SESSION innodb_lock_wait_timeout = 2", "postgresql": "SET lock_timeout = '2s'"}
+    holder_db = open_database(backend, tmp_path)
+    try:
+        holder = PeeweeSessionStore(holder_db, table_name=store.table_name, clear_interval=0)
+        with holder.locked(sid) as found:
+            assert found is not None
+            with store.connection():
+                store.db.execute_sql(lock_timeout[backend])
+                yield
+    finally:
+        holder_db.close()
+
+
 @pytest.mark.parametrize("backend", ["mysql"])
-def test_mysql_backlog_sweep_does_not_wait_for_a_live_session_in_use(db, make_store, table_name, tmp_path):
+def test_mysql_backlog_sweep_does_not_wait_for_a_live_session_in_use(make_store, tmp_path):
     """A request holding a live session's row lock (session.locked()) doesn't hold up the sweep around it."""
     store = make_store(sweep_batch_size=10)
     live_sids = fill_interleaved(store, "xxxxlxxxxx" * 5)  # a backlog; k-0004, k-0014, ... are live
-    holder_db = open_database("mysql", tmp_path)
-    try:
-        holder = PeeweeSessionStore(holder_db, table_name=table_name, clear_interval=0)
-        with holder.locked("k-0014") as found:  # on another connection, as another request would
-            assert found is not None
-            with store.connection():
-                store.db.execute_sql("SET SESSION innodb_lock_wait_timeout = 2")  # a wait fails, and fast
-                assert store.sweep() == 45
-    finally:
-        holder_db.close()
+    with holding_a_live_session("mysql", tmp_path, store, "k-0014"):
+        assert store.sweep() == 45
     assert set(store.all()) == live_sids
 
 
@@ -479,20 +489,12 @@ def test_postgresql_before_14_sweeps_a_backlog_in_expiry_order(make_store):
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-def test_postgresql_page_walk_does_not_wait_for_a_live_session_in_use(db, make_store, table_name, tmp_path):
+def test_postgresql_page_walk_does_not_wait_for_a_live_session_in_use(make_store, tmp_path):
     """A request holding a live session's row lock (session.locked()) doesn't hold up the walk over its page."""
     store = make_store(sweep_batch_size=10)
     live_sids = fill_pages(store, "xxxxlxxxxx" * 5)  # a backlog; k-0004, k-0014, ... are live
-    holder_db = open_database("postgresql", tmp_path)
-    try:
-        holder = PeeweeSessionStore(holder_db, table_name=table_name, clear_interval=0)
-        with holder.locked("k-0014") as found:  # on another connection, as another request would
-            assert found is not None
-            with store.connection():
-                store.db.execute_sql("SET lock_timeout = '2s'")  # a wait fails, and fast
-                steps = page_sweep_steps(store)
-    finally:
-        holder_db.close()
+    with holding_a_live_session("postgresql", tmp_path, store, "k-0014"):
+        steps = page_sweep_steps(store)
     assert steps[:2] == ["expired", "size"] and len(steps) > 2  # it walked
     assert set(store.all()) == live_sids and store.stats()["expired"] == 0
 
