@@ -361,9 +361,11 @@ SWEEP_REST_RATIO = 2.0
 SWEEP_STOP_WAIT_S = 5.0
 # MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
 SWEEP_WALK_MIN_SHARE = 0.25
-# PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most.
+# PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most,
+# and samples this many expiries of each window's deleted rows.
 SWEEP_FIRST_WINDOW_PAGES = 8
 SWEEP_MAX_WINDOW_PAGES = 1024
+SWEEP_WINDOW_SAMPLE = 16
 
 
 class _Statements:
@@ -428,9 +430,16 @@ class _Statements:
                                 f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
             # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
             # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
-            self.sweep_pages = (f"DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
+            # Returns how many rows went and a sample of where their entries sit in the expired index:
+            # their expiries at the given fractions of the way from the lowest to the highest.
+            self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
                                 f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
-                                f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p}")
+                                f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
+                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY expired) FROM gone")
+            # A slice of the expired index, read in order up to its first visible row: an index scan
+            # marks the entries it steps over whose rows are gone for good, so later scans skip them.
+            # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)
+            self.index_slice = f"SELECT 1 FROM ONLY {t} WHERE expired >= {p} AND expired <= {p} ORDER BY expired LIMIT 1"
             # The table's pages now, if this server can scan a range of them (and None if not).
             self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
                                 f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END")
@@ -751,6 +760,8 @@ class PeeweeSessionStore:
     def sweep_batches(self) -> Iterator[int]:
         """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count.
 
+        (On PostgreSQL, after walking a backlog, some steps read the index and yield 0: see _PageOrderSweep.)
+
         A batch starts at sweep_batch_size rows; one that takes over 50 ms halves the next (down
         to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
         long however slow the database's disk is. After each batch the sweep rests twice as long as the
@@ -898,23 +909,37 @@ class _PageOrderSweep:
     while it has deleted, in all, at least a row for each page it has read, so it never reads more
     pages than expiry order would have touched for the same rows; else batches go on in expiry
     order. It ends at the last page the table had when it began: what expires behind it is the
-    next sweep's. The deleted rows' entries in the expired index wait for (auto)vacuum, as any
-    large DELETE's do, and until then the next batch in expiry order steps over them, once.
+    next sweep's.
+
+    The deleted rows keep their entries in the expired index until (auto)vacuum, and the next
+    expiry-order batch would step over them all in one statement, visiting each one's page (seconds
+    for a million). So a walk that reaches the end goes on to read the index over the expiries it
+    deleted, a slice of about a batch of its entries per statement (cut where a sample of those
+    expiries says, so it holds however they are spread; entries of one expiry can't be split). An
+    index scan marks the entries it steps over whose rows are gone for every transaction, and later
+    scans skip those for almost nothing. (With an older snapshot open, a long transaction say, it
+    can mark nothing, and the next sweep steps over them as before.)
     """
 
-    __slots__ = ("store", "walking", "walked", "page", "end", "window", "deleted")
+    __slots__ = ("store", "walking", "walked", "page", "end", "window", "windows", "deleted", "sample", "slice_from")
 
     def __init__(self, store: PeeweeSessionStore) -> None:
         self.store = store
         self.walking = self.walked = False  # a sweep walks at most once
         self.page = self.end = 0  # the walk's next page, and the page it stops before
         self.window = SWEEP_FIRST_WINDOW_PAGES
-        self.deleted = 0  # by the walk so far
+        self.windows = self.deleted = 0  # statements and rows of the walk so far
+        # The walk's sample of the expiries it deleted: (expiry, how many rows it stands for), and,
+        # once it is done, where the next slice of the index starts (None: no slices left).
+        self.sample: List[Tuple[datetime.datetime, float]] = []
+        self.slice_from: Optional[datetime.datetime] = None
 
     def step(self, size: int) -> Tuple[int, bool]:
-        """One batch of about `size` rows: (rows deleted, whether more may be expired)."""
+        """About `size` rows (or index entries) of work: (rows deleted, whether more may follow)."""
         if self.walking:
             return self._next_window(size)
+        if self.slice_from is not None:
+            return self._next_index_slice(size)
         count, more = self.store._sweep_one(size)
         if more and not self.walked:
             self.walked = True  # a backlog: walk it, if this server can
@@ -926,8 +951,10 @@ class _PageOrderSweep:
     def _next_window(self, size: int) -> Tuple[int, bool]:
         sql = self.store._statements
         first, end, now = self.page, min(self.page + self.window, self.end), sql.now()
-        deleted = self.store.db.execute_sql(sql.sweep_pages, ("(%d,0)" % first, "(%d,0)" % end, now, size, now)).rowcount
-        self.deleted += deleted
+        params = ("(%d,0)" % first, "(%d,0)" % end, now, size, now, self._sample_fractions())
+        deleted, expiries = self.store.db.execute_sql(sql.sweep_pages, params).fetchone()
+        if deleted:
+            self._keep_sample(deleted, expiries)
         if deleted == size:  # the window held a batch or more: the rest of it next, in a smaller window
             self.window = max(1, self.window // 2)
             return deleted, True
@@ -935,9 +962,44 @@ class _PageOrderSweep:
         # The next window: as many pages as held about `size` expired rows here, growing at most twofold.
         self.window = max(1, min(2 * self.window, SWEEP_MAX_WINDOW_PAGES, round(self.window * size / max(deleted, 1))))
         if end == self.end:
-            return deleted, False
+            return deleted, self._start_index_slices()
         self.walking = self.deleted >= end  # else mostly live pages: the expired index finds the rest for less
         return deleted, True
+
+    def _sample_fractions(self) -> List[float]:
+        """Where to sample a window's deleted rows, as fractions of the way through them by expiry.
+
+        The lowest and highest, and one every 1/SWEEP_WINDOW_SAMPLE of the rows between, from an
+        offset that moves on by the golden ratio each window: windows whose rows are spread alike
+        would otherwise all sample the same few expiries, and leave the index between them unsampled.
+        """
+        offset, self.windows = (self.windows * 0.6180339887) % 1, self.windows + 1
+        return [0.0] + [(i + offset) / SWEEP_WINDOW_SAMPLE for i in range(SWEEP_WINDOW_SAMPLE)] + [1.0]
+
+    def _keep_sample(self, deleted: int, expiries: List[datetime.datetime]) -> None:
+        self.deleted += deleted
+        lowest, *between, highest = [_as_utc(expiry) for expiry in expiries]
+        weight = deleted / SWEEP_WINDOW_SAMPLE  # the rows each one stands for
+        self.sample += [(lowest, 0.0), (highest, 0.0)] + [(expiry, weight) for expiry in between]
+
+    def _start_index_slices(self) -> bool:
+        """The walk is done: its rows' index entries next, unless its deletes aren't committed yet (nothing to mark)."""
+        self.walking = False
+        if self.sample and not self.store.db.in_transaction():
+            self.sample.sort(reverse=True)  # taken from the end: the lowest expiry first
+            self.slice_from = self.sample.pop()[0]
+        return self.slice_from is not None
+
+    def _next_index_slice(self, size: int) -> Tuple[int, bool]:
+        """Read the expired index from slice_from over about `size` of the walk's entries; deletes nothing."""
+        first = last = self.slice_from
+        entries = 0.0
+        while self.sample and entries < size:
+            last, rows = self.sample.pop()
+            entries += rows
+        self.store.db.execute_sql(self.store._statements.index_slice, (first, last)).fetchall()
+        self.slice_from = last if self.sample else None
+        return 0, self.slice_from is not None
 
 
 def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:

@@ -13,7 +13,10 @@ a pool would; 1 ms between reads, --reader-pause): first for 30 s while nothing 
 flushing the loaded pages, does not decide the idle p99), then while the main thread sweeps with the store's batched sweep at its
 default batch size, timing every DELETE statement as it runs (`store.sweep_batches()`, which
 `store.sweep()` sums; the rests between batches are not part of a batch's time). On MySQL/MariaDB
-a backlog is walked in key order, and each lock-free read of a window of keys is timed apart.
+a backlog is walked in key order, and each lock-free read of a window of keys is timed apart; on
+PostgreSQL in page order, and each lock-free read of a slice of the expired index after the walk
+is timed apart. Then the next sweep runs straight away (before any vacuum), and its DELETEs count
+towards the longest too.
 Afterwards it checks that exactly `expired` rows went and that every live row is still there, and
 drops the table (also on failure or Ctrl-C).
 
@@ -335,19 +338,25 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         execute_sql = store.db.execute_sql
 
         # MySQL/MariaDB walk a backlog in key order: each window of keys is read (without locks) before
-        # its expired rows are deleted. Those reads are timed too, apart from the DELETEs.
+        # its expired rows are deleted. PostgreSQL, after walking a backlog in page order, reads its
+        # expired index a slice at a time (without locks). Those reads are timed too, apart from the DELETEs.
         windows = set(getattr(store._statements, "sweep_window", {}).values())
         window_seconds = []
+        page_deletes = getattr(store._statements, "sweep_pages", None)  # a DELETE in a WITH
+        index_slice = getattr(store._statements, "index_slice", None)
+        slice_seconds = []
 
         def timed_execute(sql, params=None, *args, **kwargs):
             began = clock()
             try:
                 return execute_sql(sql, params, *args, **kwargs)
             finally:
-                if sql.startswith("DELETE"):
+                if sql.startswith("DELETE") or sql == page_deletes:
                     batch_seconds.append(clock() - began)
                 elif sql in windows:
                     window_seconds.append(clock() - began)
+                elif sql == index_slice:
+                    slice_seconds.append(clock() - began)
 
         store.db.execute_sql = timed_execute
         try:
@@ -378,7 +387,7 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         result.update({
             "sweep_s": sweep_end - sweep_start,
             "rows_per_s": sum(counts) / max(sweep_end - sweep_start, 1e-9),
-            "batches": len(counts),
+            "batches": len(batch_seconds),  # DELETE statements (not the index slices)
             "batch_max_ms": max(batch_seconds) * ms,
             "batch_p50_ms": percentile(batch_seconds, 0.50) * ms,
             "batch_p99_ms": percentile(batch_seconds, 0.99) * ms,
@@ -389,6 +398,10 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
             "window_reads": len(window_seconds),
             "window_max_ms": max(window_seconds) * ms if window_seconds else None,
             "window_p50_ms": percentile(window_seconds, 0.50) * ms if window_seconds else None,
+            "index_slices": len(slice_seconds),
+            "index_slice_max_ms": max(slice_seconds) * ms if slice_seconds else None,
+            "index_slice_p50_ms": percentile(slice_seconds, 0.50) * ms if slice_seconds else None,
+            "index_slice_ms_series": [round(seconds * ms, 2) for seconds in slice_seconds],
             "reads_idle": len(idle),
             "reads_during": len(during),
             "idle_p50_ms": percentile(idle, 0.50) * ms,
@@ -477,6 +490,9 @@ COLUMNS = [
     ("key windows: count, p50 / longest read ms", lambda r: "%d, %s / %s" % (
         r.get("window_reads", 0), _f(r.get("window_p50_ms")), _f(r.get("window_max_ms")))
      if r.get("window_reads") else "none"),
+    ("index slices: count, p50 / longest read ms", lambda r: "%d, %s / %s" % (
+        r["index_slices"], _f(r["index_slice_p50_ms"]), _f(r["index_slice_max_ms"]))
+     if r.get("index_slices") else "none"),
     ("reader idle p50 / p99 ms", lambda r: "%s / %s" % (_f(r["idle_p50_ms"], 2), _f(r["idle_p99_ms"], 2))),
     ("reader during p50 / p99 ms", lambda r: "%s / %s" % (_f(r["during_p50_ms"], 2), _f(r["during_p99_ms"], 2))),
     ("p99 during / idle", lambda r: "-" if r["p99_ratio"] is None else "%.2fx" % r["p99_ratio"]),

@@ -1,9 +1,12 @@
 """The store's express-session semantics: get, set, touch, destroy, length, all, clear, sweep."""
 
+import bisect
 import contextlib
 import datetime
 import itertools
 import json
+import random
+import re
 
 import peewee
 import pytest
@@ -363,24 +366,31 @@ def test_a_mysql_server_without_json_arrayagg_is_refused_by_name_and_gets_no_tab
 
 
 def fill_pages(store, pattern):
-    """fill_interleaved with sessions of about 1 KB: a PostgreSQL page holds seven, so the rows span pages."""
+    """fill_interleaved with sessions of about 1 KB: a PostgreSQL page holds seven, so the rows span pages.
+
+    The expired rows expired a second apart, in no particular order."""
+    spread = random.Random(len(pattern)).sample(range(len(pattern)), len(pattern))
     for i, kind in enumerate(pattern):
-        expires = in_(-60) if kind == "x" else in_(3600)
+        expires = in_(-60 - spread[i]) if kind == "x" else in_(3600)
         store.set("k-%04d" % i, {"cookie": {"expires": expires}, "padding": "p" * 1000})
     return {"k-%04d" % i for i, kind in enumerate(pattern) if kind == "l"}
 
 
-def page_sweep_steps(store):
+def page_sweep_steps(store, slices=None):
     """What a PostgreSQL sweep ran: "expired" (a batch in expiry order), "size" (the table's pages),
-    and (first page, end page) for each window of pages it swept."""
+    (first page, end page) for each window of pages it swept, and "slice" for each read of a slice
+    of the expired index (whose bounds go into `slices`, if given)."""
     sql, steps = store._statements, []
     original = store.db.execute_sql
 
     def recording(statement, params=None, *args, **kwargs):
+        if statement == sql.index_slice and slices is not None:
+            slices.append(tuple(params))
         if statement == sql.sweep_pages:
             steps.append(tuple(int(tid.strip("()").split(",")[0]) for tid in params[:2]))
         else:
-            steps.append({sql.sweep_batch: "expired", sql.table_pages: "size"}.get(statement, statement))
+            steps.append({sql.sweep_batch: "expired", sql.table_pages: "size", sql.index_slice: "slice"}
+                         .get(statement, statement))
         return original(statement, params, *args, **kwargs)
 
     store.db.execute_sql = recording
@@ -405,13 +415,94 @@ def test_postgresql_walks_a_backlog_in_page_order(make_store):
     pages = table_pages(store)
     steps = page_sweep_steps(store)
     # The first batch in expiry order came back full: then windows of pages from the first page to
-    # the last, each the next or the rest of a window that held a whole batch, and nothing more.
+    # the last, each the next or the rest of a window that held a whole batch, then the index's
+    # slices (see the next test), and nothing more.
     assert steps[:2] == ["expired", "size"]
-    windows = steps[2:]
+    windows = [step for step in steps[2:] if step != "slice"]
+    assert steps[2:] == windows + ["slice"] * (len(steps) - 2 - len(windows))
     assert windows[0][0] == 0 and windows[-1][1] == pages
     for (previous_first, previous_end), (first, _) in zip(windows, windows[1:]):
         assert first in (previous_end, previous_first)
     assert set(store.all()) == live_sids and store.stats()["expired"] == 0
+
+
+def buffers_of_a_sweep_batch(store):
+    """The pages (index and table, counted per visit) one sweep batch reads, by EXPLAIN (ANALYZE, BUFFERS).
+
+    The scan marks dead entries as it goes, so a second call would count fewer."""
+    sql = store._statements
+    with store.connection(), store.db.atomic() as transaction:
+        plan = [row[0] for row in store.db.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql.sweep_batch,
+                                                         (sql.now(), store.sweep_batch_size))]
+        transaction.rollback()
+    buffers = next(line for line in plan if "Buffers:" in line)
+    return sum(int(count) for count in re.findall(r"(?:hit|read)=(\d+)", buffers))
+
+
+def older_snapshots(store):
+    """Other transactions in this database holding a snapshot: while one is open, no dead row is dead to all."""
+    with store.connection():
+        return store.db.execute_sql(
+            "SELECT pid, application_name, state, query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL").fetchall()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_walk_marks_its_rows_index_entries_so_the_next_sweep_skips_them(make_store):
+    """The rows a walk deleted keep their entries in the expired index until vacuum. Unmarked, the next
+    sweep's first batch would visit each one's page in one statement (seconds for a million rows)."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xxxxxxxxxl" * 80)  # 720 expired rows on about 115 pages
+    walked = 720 - 10  # all but the first batch's
+    slices = page_sweep_steps(store).count("slice")
+    assert walked / 20 <= slices <= walked / 10 + 1  # about a batch of entries each
+    assert buffers_of_a_sweep_batch(store) < walked / 10, (  # a few index pages, not a page per entry
+        "if another transaction held an older snapshot, nothing could be marked: %r" % (older_snapshots(store),))
+    assert set(store.all()) == live_sids
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgresql_walk_in_an_open_transaction_reads_no_index_slices(make_store):
+    """Its deletes are not committed yet, so there is nothing the slices could mark."""
+    store = make_store(sweep_batch_size=10)
+    live_sids = fill_pages(store, "xxxxxxxxxl" * 20)
+    with store.connection(), store.db.atomic():
+        steps = page_sweep_steps(store)
+    assert len(steps) > 2 and "slice" not in steps
+    assert set(store.all()) == live_sids and store.stats()["expired"] == 0
+
+
+def insert_expired(store, ages):
+    """Rows that expired `ages` seconds ago, written in this order (so on the table's pages in this order)."""
+    with store.connection():
+        store.db.execute_sql(
+            """INSERT INTO "%s" (sid, sess, expired) SELECT 'k-' || n, '{"cookie":{}}', now() - make_interval(secs => age)"""
+            " FROM unnest(%%s::float8[]) WITH ORDINALITY AS rows(age, n)" % store.table_name, (ages,))
+        return sorted(row[0] for row in store.db.execute_sql('SELECT expired FROM "%s"' % store.table_name))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("spread", ["even", "burst"])
+def test_postgresql_index_slices_hold_about_a_batch_however_expiries_are_spread(make_store, spread):
+    """Each read of the index steps over about a batch of the walk's entries: with 100,000 expiries spread
+    evenly over two weeks (where windows of a thousand rows, sampled alike, would sample alike), or with a burst
+    (a crawler's sessions, say: 38,000 that expired within a minute, among 2,000 spread over a year),
+    which slices of even width would take in one statement."""
+    store = make_store(sweep_batch_size=1000)
+    rng = random.Random(7)
+    if spread == "even":
+        ages = [rng.uniform(60, 14 * 86400) for _ in range(100000)]
+    else:
+        ages = [rng.uniform(3600, 365 * 86400) for _ in range(2000)] + [60 + i / 640 for i in range(38000)]
+        rng.shuffle(ages)
+    walked = insert_expired(store, ages)[1000:]  # the first batch, in expiry order, takes the 1,000 oldest
+    slices = []
+    page_sweep_steps(store, slices)
+    assert slices[0][0] <= walked[0] and slices[-1][1] >= walked[-1]
+    assert all(previous[1] == current[0] for previous, current in zip(slices, slices[1:]))  # no gaps
+    per_slice = [bisect.bisect_right(walked, last) - bisect.bisect_left(walked, first) for first, last in slices]
+    assert max(per_slice) <= 2 * 1000, per_slice
+    assert store.stats()["expired"] == 0
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
