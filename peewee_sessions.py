@@ -382,7 +382,11 @@ class _Statements:
         upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
         # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
         sess = "CAST(sess AS TEXT)" if dialect == "postgresql" else "sess"
-        self.get = f"SELECT {sess}, expired FROM {t} WHERE {sid} = {p} AND expired > {p}"
+        # psycopg 3 refuses to read a timestamp outside years 1-9999 ('infinity', say), which only a
+        # damaged row holds: clamped, it reads as absurd (_checked_expiry) and the row as no session.
+        expiry = ("LEAST(GREATEST(expired, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00')"
+                  if dialect == "postgresql" else "expired")
+        self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
         # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
         self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
         self._patch = f"UPDATE {t} SET sess = {{merged}}, expired = COALESCE({p}, expired) WHERE {sid} = {p} AND expired > {p}"
@@ -399,7 +403,7 @@ class _Statements:
         self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
         self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
         self.clear = f"DELETE FROM {t}"
-        self.live_stats = f"SELECT COUNT(*), MIN(expired), MAX(expired) FROM {t} WHERE expired > {p}"
+        self.live_stats = f"SELECT COUNT(*), MIN({expiry}), MAX({expiry}) FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         # A backlog is walked in the table's own order instead (see _KeyOrderSweep and _PageOrderSweep).
@@ -435,7 +439,7 @@ class _Statements:
             self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
                                 f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
                                 f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
-                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY expired) FROM gone")
+                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY {expiry}) FROM gone")
             # A slice of the expired index, read in order up to its first visible row: an index scan
             # marks the entries it steps over whose rows are gone for good, so later scans skip them.
             # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)

@@ -101,6 +101,20 @@ def test_an_absurd_expiry_reads_as_no_session(backend, store, caplog):
     assert any("unreadable or absurd" in record.message for record in caplog.records)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_infinite_expiries_break_neither_stats_nor_the_sweep(make_store):
+    """PostgreSQL takes 'infinity' and '-infinity' as timestamps, which no datetime holds (psycopg 3 refuses them)."""
+    store = make_store(sweep_batch_size=1)  # a full first batch: the second row goes in the page walk
+    for sid, expiry in (("forever", "infinity"), ("never-1", "-infinity"), ("never-2", "-infinity")):
+        store.set(sid, {"cookie": {}})
+        with store.connection():
+            store.db.execute_sql("UPDATE %s SET expired = %%s WHERE sid = %%s" % store.table_name, (expiry, sid))
+    stats = store.stats()
+    assert (stats["live"], stats["expired"]) == (1, 2)
+    assert store.get("forever") is None  # absurd
+    assert store.sweep() == 2 and store.length() == 1
+
+
 def test_a_damaged_row_gives_the_visitor_a_new_session(backend, web, caplog):
     client, plugin, store = web
     store.set("damaged", {"cookie": {}, "n": 5})
