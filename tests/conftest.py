@@ -67,6 +67,18 @@ def open_database(backend, tmp_path, **kwargs):
     return connect(server_url(backend), **kwargs)
 
 
+def open_pooled_database(backend, tmp_path, **kwargs):
+    """open_database's database through a playhouse.pool pool: the same server, settings and driver."""
+    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+    plain = open_database(backend, tmp_path)
+    pool_class = {"sqlite": PooledSqliteDatabase, "postgresql": PooledPostgresqlDatabase,
+                  "mysql": PooledMySQLDatabase}[backend]
+    if type(getattr(plain, "_adapter", None)).__name__ == "Psycopg3Adapter":
+        kwargs["prefer_psycopg3"] = True  # the URL asked for it; peewee keeps it out of connect_params
+    return pool_class(plain.database, **dict(plain.connect_params, **kwargs))
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param

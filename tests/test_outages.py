@@ -18,7 +18,7 @@ import time
 import pytest
 import webtest
 
-from conftest import IN_CI, build_app, drop_table, open_database
+from conftest import IN_CI, build_app, drop_table, open_database, open_pooled_database
 from peewee_sessions import PeeweeSessionStore, SessionStoreUnavailable
 
 CLIENTS = 4
@@ -125,14 +125,10 @@ class LoadRun:
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 @pytest.mark.parametrize("pooled", [False, True], ids=["connect-per-request", "pooled"])
 def test_a_server_restart_in_the_middle_of_a_load_run(backend, pooled, server, tmp_path, table_name):
-    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
-
-    plain = open_database(backend, tmp_path)
     if pooled:
-        pool_class = PooledPostgresqlDatabase if backend == "postgresql" else PooledMySQLDatabase
-        db = pool_class(plain.database, max_connections=CLIENTS + 2, timeout=10, **plain.connect_params)
+        db = open_pooled_database(backend, tmp_path, max_connections=CLIENTS + 2, timeout=10)
     else:
-        db = plain
+        db = open_database(backend, tmp_path)
     sweep_errors = []
     store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0.2, on_cleanup_error=sweep_errors.append)
     app, _ = build_app(store, error_status=503)

@@ -6,7 +6,7 @@ import time
 import peewee
 import pytest
 
-from conftest import drop_table, open_database
+from conftest import drop_table, open_database, open_pooled_database
 from peewee_sessions import PeeweeSessionStore, TableMissingError, build_session_model
 
 UTC = datetime.timezone.utc
@@ -107,12 +107,7 @@ def test_a_database_proxy_initialized_later(backend, tmp_path, table_name):
 
 
 def test_a_pooled_database(backend, tmp_path, table_name):
-    from playhouse.pool import PooledPostgresqlDatabase, PooledMySQLDatabase, PooledSqliteDatabase
-
-    plain = open_database(backend, tmp_path)
-    pooled_class = {"sqlite": PooledSqliteDatabase, "postgresql": PooledPostgresqlDatabase,
-                    "mysql": PooledMySQLDatabase}[backend]
-    pooled = pooled_class(plain.database, max_connections=4, **plain.connect_params)
+    pooled = open_pooled_database(backend, tmp_path, max_connections=4)
     store = PeeweeSessionStore(pooled, table_name=table_name, clear_interval=0)
     try:
         store.set("x", SESS)

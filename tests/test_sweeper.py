@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import drop_table, open_database
+from conftest import drop_table, open_pooled_database
 from peewee_sessions import PeeweeSessionStore
 
 UTC = datetime.timezone.utc
@@ -138,13 +138,8 @@ def test_negative_interval_is_refused(db):
 
 
 def test_leaves_no_pooled_connection_in_use(backend, tmp_path, table_name):
-    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
-
-    plain = open_database(backend, tmp_path)
-    pooled_class = {"sqlite": PooledSqliteDatabase, "postgresql": PooledPostgresqlDatabase,
-                    "mysql": PooledMySQLDatabase}[backend]
-    params = dict(plain.connect_params, check_same_thread=False) if backend == "sqlite" else plain.connect_params
-    pooled = pooled_class(plain.database, max_connections=3, timeout=5, **params)  # sqlite: pooled across threads
+    sqlite_across_threads = {"check_same_thread": False} if backend == "sqlite" else {}  # the pool's threads
+    pooled = open_pooled_database(backend, tmp_path, max_connections=3, timeout=5, **sqlite_across_threads)
     store = PeeweeSessionStore(pooled, table_name=table_name, clear_interval=0.05)
     swept = count_sweeps(store)
     try:
