@@ -764,14 +764,13 @@ class PeeweeSessionStore:
     def sweep_batches(self) -> Iterator[int]:
         """Delete expired sessions one batch (a short statement) at a time, yielding each batch's count.
 
-        (On PostgreSQL, after walking a backlog, some steps read the index and yield 0: see _PageOrderSweep.)
-
         A batch starts at sweep_batch_size rows; one that takes over 50 ms halves the next (down
         to 50 rows) and one under 10 ms doubles it again, so no statement holds its locks for
         long however slow the database's disk is. After each batch the sweep rests twice as long as the
         batch took: it never keeps the database busy more than a third of the time, so
         requests served meanwhile barely notice it. A backlog on MySQL/MariaDB is deleted in key
-        order (_KeyOrderSweep), on PostgreSQL in page order (_PageOrderSweep).
+        order (_KeyOrderSweep), on PostgreSQL in page order (_PageOrderSweep), whose last steps read
+        the index and yield 0.
         """
         sql, largest = self._statements, self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
