@@ -368,6 +368,18 @@ SWEEP_MAX_WINDOW_PAGES = 1024
 SWEEP_WINDOW_SAMPLE = 16
 
 
+def _utc_text(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) as ISO text in UTC, whatever the session's
+    DateStyle and TimeZone; NULL stays NULL.
+
+    psycopg 3 parses timestamps only in the ISO DateStyle, and refuses years outside 1-9999
+    ('infinity', say), which only a damaged row holds: clamped, such an expiry reads as absurd
+    (_checked_expiry) and its row as no session. Fixed-width, so the texts sort as the times do.
+    """
+    clamped = f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
+    return f"""to_char({clamped} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
 class _Statements:
     """The store's SQL, written once per store: identifiers validated and quoted, values always bound."""
 
@@ -382,10 +394,7 @@ class _Statements:
         upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
         # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
         sess = "CAST(sess AS TEXT)" if dialect == "postgresql" else "sess"
-        # psycopg 3 refuses to read a timestamp outside years 1-9999 ('infinity', say), which only a
-        # damaged row holds: clamped, it reads as absurd (_checked_expiry) and the row as no session.
-        expiry = ("LEAST(GREATEST(expired, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00')"
-                  if dialect == "postgresql" else "expired")
+        expiry = _utc_text("expired") if dialect == "postgresql" else "expired"
         self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
         # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
         self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
@@ -403,7 +412,9 @@ class _Statements:
         self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
         self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
         self.clear = f"DELETE FROM {t}"
-        self.live_stats = f"SELECT COUNT(*), MIN({expiry}), MAX({expiry}) FROM {t} WHERE expired > {p}"
+        soonest, latest = ((_utc_text("expired", "MIN"), _utc_text("expired", "MAX")) if dialect == "postgresql"
+                           else ("MIN(expired)", "MAX(expired)"))
+        self.live_stats = f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p}"
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         # A backlog is walked in the table's own order instead (see _KeyOrderSweep and _PageOrderSweep).
@@ -435,11 +446,12 @@ class _Statements:
             # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
             # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
             # Returns how many rows went and a sample of where their entries sit in the expired index:
-            # their expiries at the given fractions of the way from the lowest to the highest.
+            # their expiries at the given fractions of the way from the lowest to the highest (the
+            # texts sort as the times do, byte by byte).
             self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
                                 f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
                                 f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
-                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY {expiry}) FROM gone")
+                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY {expiry} COLLATE \"C\") FROM gone")
             # A slice of the expired index, read in order up to its first visible row: an index scan
             # marks the entries it steps over whose rows are gone for good, so later scans skip them.
             # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)
@@ -981,7 +993,7 @@ class _PageOrderSweep:
 
     def _keep_sample(self, deleted: int, expiries: List[datetime.datetime]) -> None:
         self.deleted += deleted
-        lowest, *between, highest = [_as_utc(expiry) for expiry in expiries]
+        lowest, *between, highest = [_parse_iso(expiry) for expiry in expiries]
         weight = deleted / SWEEP_WINDOW_SAMPLE  # the rows each one stands for
         self.sample += [(lowest, 0.0), (highest, 0.0)] + [(expiry, weight) for expiry in between]
 
