@@ -190,7 +190,7 @@ def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
     """Decode a stored sess value; a damaged one is logged and reads as no session."""
     try:
         sess = json.loads(raw) if isinstance(raw, (str, bytes, bytearray)) else raw
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python parses
         logger.warning("session %.8s...: stored data is not valid JSON (%s); treated as missing", sid, exc)
         return None
     if not isinstance(sess, dict):
@@ -200,6 +200,13 @@ def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
 
 
 MAX_LIFETIME = datetime.timedelta(days=36500)  # a stored expiry beyond this is damage, not a session
+
+
+def _is_lifetime(value: Any, per_second: int = 1) -> bool:
+    """Whether a number (of seconds, or of 1/per_second seconds) can be a cookie's lifetime: positive, and
+    no longer than MAX_LIFETIME."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value <= MAX_LIFETIME.total_seconds() * per_second)  # NaN fails both comparisons
 
 
 def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
@@ -1088,12 +1095,16 @@ class _Connection:
 
 def sign_session_id(sid: str, secret: str) -> str:
     """The cookie value express-session writes for a session id (before URL-encoding)."""
+    if not secret:
+        raise ValueError("a session cookie needs a non-empty secret to be signed with")
     mac = hmac.new(secret.encode("utf-8"), sid.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return "s:%s.%s" % (sid, b64encode(mac.digest()).decode("ascii").rstrip("="))
 
 
-def unsign_session_id(value: str, secrets_: Iterable[str]) -> Optional[str]:
-    """The session id in a signed cookie value, or None unless one of the secrets signed it."""
+def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Optional[str]:
+    """The session id in a signed cookie value, or None unless the secret (or one of the secrets) signed it."""
+    if isinstance(secrets_, str):
+        secrets_ = (secrets_,)  # one secret, not one per character
     dot = value.rfind(".")
     if not value.startswith("s:") or dot < 2:
         return None
@@ -1106,15 +1117,16 @@ def unsign_session_id(value: str, secrets_: Iterable[str]) -> Optional[str]:
     return None
 
 
-_MAX_COOKIE_VALUE = 1024  # a signed 255-character id, URL-encoded, fits with room to spare
+_MAX_COOKIE_VALUE = 4096  # a browser's limit; a signed 255-character id fits even at 12 characters a character
+_COOKIE_SPACE = " \t"  # what Node's `cookie` trims around names and values (not every Unicode space)
 
 
 def _read_cookie(header: str, name: str) -> Optional[str]:
     """The first cookie called `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
     for part in header.split(";"):
         key, eq, value = part.partition("=")
-        if eq and key.strip() == name:
-            value = value.strip()
+        if eq and key.strip(_COOKIE_SPACE) == name:
+            value = value.strip(_COOKIE_SPACE)
             if len(value) > _MAX_COOKIE_VALUE:
                 return None
             if len(value) > 1 and value[0] == value[-1] == '"':
@@ -1189,6 +1201,9 @@ class SessionCookie:
 
     @max_age.setter
     def max_age(self, seconds: Optional[float]) -> None:
+        if seconds is not None and not _is_lifetime(seconds):
+            raise ValueError("a cookie's max_age is a positive number of seconds up to 36,500 days, or None; not %r"
+                             % (seconds,))
         self._max_age = seconds
         self.reset_expiry(_utcnow())
 
@@ -1538,9 +1553,9 @@ def _stored_max_age(stored_cookie: Any, default: Optional[float]) -> Optional[fl
         max_age = stored_cookie["originalMaxAge"]
         if max_age is None:
             return None
-        if isinstance(max_age, (int, float)) and not isinstance(max_age, bool):
+        if _is_lifetime(max_age, per_second=1000):
             return max_age / 1000
-    return default
+    return default  # none stored, or a damaged one
 
 
 def _loads_first(name: str) -> Callable:
@@ -1583,15 +1598,41 @@ class _RouteOptions:
         """These options with a route's overrides: route.config["session.rolling"] and so on.
 
         Only these keys are read: route.config also falls back to the app's config,
-        where a "session" section may hold settings of the app's own.
+        where a "session" section may hold settings of the app's own, as text if it
+        came from an .ini file ("true", "30").
         """
-        values = {key: config.get("%s.%s" % (prefix, key), getattr(self, key)) for key in self.__slots__}
+        overrides = {key: config.get("%s.%s" % (prefix, key)) for key in self.__slots__}
+        values = {key: getattr(self, key) if value is None else _route_option(prefix, key, value)
+                  for key, value in overrides.items()}
         return _RouteOptions(**values)
+
+
+_FLAGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _route_option(prefix: str, key: str, value: Any) -> Any:
+    """A route's override as the option's type: touch_after a number of seconds, the others true or false."""
+    if key == "touch_after":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if seconds >= 0:
+            return seconds
+        raise ValueError("%s.%s must be a number of seconds, not %r" % (prefix, key, value))
+    if isinstance(value, str) and value.strip().lower() in _FLAGS:
+        return _FLAGS[value.strip().lower()]
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError("%s.%s must be true or false, not %r" % (prefix, key, value))
 
 
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 _PRIORITY = {"low": "Low", "medium": "Medium", "high": "High"}
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 6265 token
+_COOKIE_PATH = re.compile(r"[\x20-\x3a\x3c-\x7e]*\Z")  # RFC 6265's path-value: no control character, no ';'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_COOKIE_DOMAIN = re.compile(r"\.?%s(?:\.%s)*\Z" % (_LABEL, _LABEL))  # host names' labels (RFC 1034), a leading dot allowed
 DEFAULT_TOUCH_AFTER = 60.0
 
 
@@ -1636,6 +1677,10 @@ class SessionPlugin:
             raise ValueError("keyword must be a Python identifier, not %r" % keyword)
         if not _COOKIE_NAME.match(cookie_name):
             raise ValueError("cookie_name %r is not a valid cookie name" % cookie_name)
+        if not isinstance(path, str) or not _COOKIE_PATH.match(path):
+            raise ValueError("path %r is not a cookie path (printable ASCII without ';')" % (path,))
+        if domain is not None and not (isinstance(domain, str) and _COOKIE_DOMAIN.match(domain)):
+            raise ValueError("domain %r is not a host name" % (domain,))
         if secure not in (True, False, "auto"):
             raise ValueError("secure must be True, False or 'auto', not %r" % (secure,))
         if samesite is not None and str(samesite).lower() not in _SAMESITE:
@@ -1644,8 +1689,8 @@ class SessionPlugin:
             raise ValueError("priority must be 'Low', 'Medium', 'High' or None, not %r" % (priority,))
         if secure is False and ((samesite or "").lower() == "none" or partitioned):
             raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
-        if max_age is not None and max_age <= 0:
-            raise ValueError("max_age must be a positive number of seconds, or None")
+        if max_age is not None and not _is_lifetime(max_age):
+            raise ValueError("max_age must be a positive number of seconds up to 36,500 days, or None; not %r" % (max_age,))
         if isinstance(db_or_store, PeeweeSessionStore):
             if store_options:
                 raise TypeError("store options go to the store you made: %s" % ", ".join(store_options))
@@ -1763,6 +1808,11 @@ def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
     secret_list = [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
     if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
         raise ValueError("SessionPlugin needs secret=: a non-empty string, or a list of them (the first signs)")
+    for s in secret_list:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes from the environment that were not UTF-8
+            raise ValueError("a secret must be text that UTF-8 can encode (as Node reads it); got %.20r..." % s) from None
     return secret_list
 
 

@@ -1,5 +1,6 @@
 """Bad input gets a clear error and loses nothing; a damaged row reads as no session and is logged."""
 
+import json
 import logging
 
 import pytest
@@ -71,6 +72,25 @@ def test_a_row_that_is_not_a_json_object_reads_as_no_session(store, caplog, text
         assert store.get("damaged") is None
         assert store.all() == {"fine": SESS}
     assert any("not a JSON object" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])  # MariaDB's json_valid refuses 32 levels or more
+def test_a_row_nested_past_what_python_parses_reads_as_no_session(backend, store, caplog):
+    write_raw(store, "deep", '{"a": %s}' % ("[" * 5000 + "]" * 5000))
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("deep") is None
+    assert any("not valid JSON" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("original_max_age", [1e300, pytest.param(10 ** 400, id="10**400"), -5, 0, "60000", True])
+def test_a_damaged_stored_lifetime_gives_the_session_the_configured_one(make_web, original_max_age):
+    client, plugin, _ = make_web(max_age=3600)
+    client.get("/count")
+    [(sid, sess)] = plugin.store.all().items()
+    sess["cookie"]["originalMaxAge"] = original_max_age
+    write_raw(plugin.store, sid, json.dumps(sess))
+    assert client.get("/count").text == "2"
+    assert plugin.store.get(sid)["cookie"]["originalMaxAge"] == 3600000
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's json and MariaDB's json_valid refuse invalid JSON

@@ -286,6 +286,30 @@ def test_app_config_under_session_does_not_disturb_routes(make_web):
     assert client.get("/count").text == "1"
 
 
+def test_route_options_from_an_ini_file_are_read_as_their_types(make_web, tmp_path):
+    client, plugin, app = make_web()
+    (tmp_path / "app.ini").write_text("[session]\nrolling = false\ntouch_after = 0\n")
+    app.config.load_config(str(tmp_path / "app.ini"))  # every value a string: "false", "0"
+    client.get("/count")
+    counter = Counter(plugin.store.db)
+    response = client.get("/read")
+    assert "Set-Cookie" not in response.headers  # "false" is false, not a true string
+    assert [sql.split()[0] for sql in counter.statements] == ["SELECT", "UPDATE"]  # "0": touched at once
+
+
+@pytest.mark.parametrize("option, value", [("rolling", "maybe"), ("touch_after", "soon"), ("touch_after", -1)])
+def test_a_route_option_that_means_nothing_is_refused_by_name(make_web, option, value):
+    client, _, app = make_web()
+    app.catchall = False  # the error itself, not Bottle's 500 page
+
+    @app.get("/odd", session={option: value})
+    def odd(session):
+        return "never"
+
+    with pytest.raises(ValueError, match="session.%s" % option):
+        client.get("/odd")
+
+
 def test_callbacks_without_the_keyword_are_not_wrapped(web):
     client, plugin, _ = web
     route = [r for r in client.app.routes if r.rule == "/plain"][0]

@@ -2,6 +2,7 @@
 
 import datetime
 import email.utils
+import secrets
 import urllib.parse
 
 import pytest
@@ -105,12 +106,40 @@ def test_secure_auto(make_web, scheme, forwarded, trust, secure):
     assert ("secure" in attrs) is secure
 
 
-@pytest.mark.parametrize("options", [dict(samesite="Sideways"), dict(priority="urgent"), dict(secure="yes"),
-                                     dict(samesite="None"), dict(partitioned=True), dict(max_age=0),
-                                     dict(cookie_name="bad name"), dict(keyword="not-an-identifier")])
+@pytest.mark.parametrize("options", [
+    dict(samesite="Sideways"), dict(priority="urgent"), dict(secure="yes"), dict(samesite="None"),
+    dict(partitioned=True), dict(max_age=0), dict(max_age=float("nan")), dict(max_age=1e12), dict(max_age="60"),
+    dict(cookie_name="bad name"), dict(keyword="not-an-identifier"),
+    dict(path="/; Domain=evil.example; SameSite=None"), dict(path="/\r\nX-Injected: 1"), dict(path=None),
+    dict(domain="evil.example; SameSite=None"), dict(domain="a b.example"), dict(domain=""),
+    dict(secret=""), dict(secret=["new", ""]), dict(secret=b"bytes"), dict(secret="\udcff\udcfe from os.environ"),
+])
 def test_bad_cookie_options_are_refused(store, options):
     with pytest.raises(ValueError):
-        SessionPlugin(store, secret="x", **options)
+        SessionPlugin(store, **dict(dict(secret="x"), **options))
+
+
+@pytest.mark.parametrize("options", [dict(domain="localhost"), dict(domain=".example.com"), dict(path="/app"),
+                                     dict(max_age=36500 * 86400), dict(max_age=0.5)])
+def test_good_cookie_options_are_taken(store, options):
+    SessionPlugin(store, secret="x", **options)
+
+
+def test_a_session_id_of_255_non_ascii_characters_is_found_again(make_web):
+    client, _, _ = make_web(genid=lambda: "\u00e9" * 244 + secrets.token_hex(5) + "!")
+    assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]
+
+
+def test_a_lifetime_set_out_of_range_in_a_callback_is_refused_there(make_web):
+    client, _, app = make_web()
+    app.catchall = False  # the error itself, not Bottle's 500 page
+
+    @app.get("/forever")
+    def forever(session):
+        session.cookie.max_age = 1e300
+
+    with pytest.raises(ValueError, match="max_age"):
+        client.get("/forever")
 
 
 def test_existing_vary_and_cache_control_are_respected(make_web):

@@ -34,6 +34,19 @@ def test_unsign_refuses_another_secret():
     assert unsign_session_id(VECTOR_SIGNED, ["not the cat"]) is None
 
 
+def test_one_secret_may_be_given_as_a_string():
+    assert unsign_session_id(VECTOR_SIGNED, "keyboard cat") == VECTOR_SID
+    for letter in set("keyboard cat"):  # not one secret per character
+        assert unsign_session_id(sign_session_id(VECTOR_SID, letter), "keyboard cat") is None
+
+
+def test_an_empty_secret_signs_nothing():
+    with pytest.raises(ValueError):
+        sign_session_id(VECTOR_SID, "")
+    with pytest.raises(ValueError):
+        unsign_session_id(VECTOR_SIGNED, [""])
+
+
 @pytest.mark.parametrize("header, expected", [
     ("connect.sid=s%3Aabc.def", "s:abc.def"),
     ("a=1; connect.sid=s%3Aabc.def; b=2", "s:abc.def"),
@@ -44,6 +57,10 @@ def test_unsign_refuses_another_secret():
     ("", None),
     ("connect.sid=%E0%A4%A", "%E0%A4%A"),                 # bad escapes are kept as they are
     ("connect.sid=" + "x" * 5000, None),                  # oversized: ignored
+    pytest.param("connect.sid=" + "%C3%A9" * 255, "\u00e9" * 255, id="255-non-ascii"),  # not oversized
+    ("connect.sid\x0b=first; connect.sid=second", "second"),  # Node trims only spaces and tabs
+    ("connect.sid=\xa0first\x1c", "\xa0first\x1c"),
+    (" \tconnect.sid \t= \tfirst\t ", "first"),
 ])
 def test_read_cookie(header, expected):
     assert _read_cookie(header, "connect.sid") == expected
