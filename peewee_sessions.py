@@ -54,6 +54,7 @@ from base64 import b64encode
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import peewee
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase  # part of peewee
 
 __version__ = "0.1.0"
 __all__ = [
@@ -623,7 +624,9 @@ class PeeweeSessionStore:
         with self._lock:
             if self._sql is None:
                 dialect = _dialect_of(self.db)
-                with self.connection():
+                # Closed for good, not put back in a pool: a store made in a process that forks its
+                # workers (gunicorn --preload) would leave them all one shared socket.
+                with _Connection(self.db, discard=True):
                     mariadb = dialect == "mysql" and _check_mysql_server(self.db)
                     self._ensure_table()  # not on a server the store refuses
                 self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
@@ -1057,11 +1060,12 @@ def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str 
 class _Connection:
     """Opens this thread's connection when it has none, and on exit closes only what it opened."""
 
-    __slots__ = ("db", "opened")
+    __slots__ = ("db", "opened", "discard")
 
-    def __init__(self, db: peewee.Database) -> None:
+    def __init__(self, db: peewee.Database, discard: bool = False) -> None:
         self.db = db
         self.opened = False
+        self.discard = discard  # close a pooled connection rather than return it to the pool
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -1070,12 +1074,17 @@ class _Connection:
                 self.opened = self.db.connect(reuse_if_open=True)
             except (peewee.DatabaseError, peewee.InterfaceError) as exc:
                 raise _translated(exc) from exc
+            except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
+                raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
 
     def close(self) -> None:
         if self.opened:
             self.opened = False
             try:
-                self.db.close()
+                if self.discard and isinstance(_database_of(self.db), PooledDatabase):
+                    self.db.manual_close()
+                else:
+                    self.db.close()
             except (peewee.DatabaseError, peewee.InterfaceError):
                 pass  # a connection the server already dropped: it is gone either way
 
@@ -1413,9 +1422,10 @@ class Session(dict):
         elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
             self._stored_text = None  # merged by the database: its text is not ours to know
         else:
-            # Destroyed or expired meanwhile (a log-out in another request): never bring it back.
+            # Destroyed or expired meanwhile (a log-out in another request): never bring it back, not
+            # even by a later save in this request. What the callback stores from here on is a new session's.
             logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
-            self._in_store = False
+            self._start_new()
             return False
         self._stored_expiry = expires
         self._mark_saved(encoded)

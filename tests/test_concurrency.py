@@ -118,6 +118,34 @@ def test_a_regenerated_id_never_comes_back(session_app):
     assert new_sid != sid and new["user"] == "ann" and new["n"] == 1
 
 
+@pytest.mark.parametrize("ended_by", ["destroy", "regenerate"])
+def test_a_session_ended_elsewhere_stays_ended_however_often_this_request_saves(session_app, ended_by):
+    """A log-out (or log-in) in another request between two saves of this one: neither save brings the id back."""
+    app, store, cookie, sid = session_app
+    loaded = threading.Barrier(2, timeout=TIMEOUT)
+    ended = threading.Event()
+
+    @app.get("/work")
+    def work(session):
+        session["user"] = "alice"
+        loaded.wait()
+        ended.wait(TIMEOUT)
+        session["cart"] = [1, 2]
+        session.save()  # finds the row gone; the save after the callback must not insert it again
+        return "ok"
+
+    @app.get("/end")
+    def end(session):
+        session.get("n")
+        loaded.wait()
+        getattr(session, ended_by)()
+        ended.set()
+
+    assert run_concurrently(app, ["/work", "/end"], cookie) == [200, 200]
+    assert store.get(sid) is None
+    assert all(sess.get("user") != "alice" for sess in store.all().values())
+
+
 def test_locked_read_modify_write_loses_no_increment(session_app):
     app, store, cookie, sid = session_app
     increments = 5

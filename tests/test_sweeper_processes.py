@@ -69,3 +69,40 @@ def test_concurrent_sweepers_delete_only_expired_rows(backend, db, tmp_path, tab
     finally:
         store.close()
         drop_table(db, table_name)
+
+
+def test_workers_forked_after_the_store_was_made_share_no_connection(backend, tmp_path, table_name):
+    """gunicorn --preload: the store is made (and its table checked) in the parent, then workers fork."""
+    from conftest import open_pooled_database
+
+    db = open_pooled_database(backend, tmp_path)
+    store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    children = []
+    try:
+        for worker in range(2):
+            pid = os.fork()
+            if pid == 0:  # the worker: its own sessions, read back at once
+                status = 1
+                try:
+                    for i in range(300):
+                        store.set("w%d" % worker, {"cookie": {}, "i": i})
+                        assert store.get("w%d" % worker) == {"cookie": {}, "i": i}
+                    status = 0
+                finally:
+                    os._exit(status)
+            children.append(pid)
+        statuses, deadline = {}, time.monotonic() + 30
+        while len(statuses) < len(children) and time.monotonic() < deadline:
+            for pid in set(children) - set(statuses):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses[pid] = status
+            time.sleep(0.05)
+        for pid in set(children) - set(statuses):  # stuck on a socket another worker reads from
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert sorted(statuses.values()) == [0, 0], "a worker hung, failed, or read another's results"
+    finally:
+        store.close()
+        db.close_all()
+        drop_table(db, table_name)
