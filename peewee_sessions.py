@@ -54,7 +54,7 @@ from base64 import b64encode
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import peewee
-from playhouse.pool import MaxConnectionsExceeded, PooledDatabase  # part of peewee
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledSqliteDatabase  # part of peewee
 
 __version__ = "0.1.0"
 __all__ = [
@@ -201,6 +201,11 @@ def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
 
 
 MAX_LIFETIME = datetime.timedelta(days=36500)  # a stored expiry beyond this is damage, not a session
+
+
+def _check_lifetime(seconds: Optional[float], what: str) -> None:
+    if seconds is not None and not _is_lifetime(seconds):
+        raise ValueError("%s must be a positive number of seconds up to 36,500 days, or None; not %r" % (what, seconds))
 
 
 def _is_lifetime(value: Any, per_second: int = 1) -> bool:
@@ -589,8 +594,6 @@ class PeeweeSessionStore:
     ) -> None:
         self._owns_db = db is None
         if db is None:
-            from playhouse.pool import PooledSqliteDatabase  # part of peewee
-
             # Pooled: reopening SQLite per request re-runs the pragmas and checkpoints the WAL each time.
             db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
                                       timeout=10, check_same_thread=False, max_connections=None)
@@ -1210,9 +1213,7 @@ class SessionCookie:
 
     @max_age.setter
     def max_age(self, seconds: Optional[float]) -> None:
-        if seconds is not None and not _is_lifetime(seconds):
-            raise ValueError("a cookie's max_age is a positive number of seconds up to 36,500 days, or None; not %r"
-                             % (seconds,))
+        _check_lifetime(seconds, "a cookie's max_age")
         self._max_age = seconds
         self.reset_expiry(_utcnow())
 
@@ -1630,8 +1631,9 @@ def _route_option(prefix: str, key: str, value: Any) -> Any:
         if seconds >= 0:
             return seconds
         raise ValueError("%s.%s must be a number of seconds, not %r" % (prefix, key, value))
-    if isinstance(value, str) and value.strip().lower() in _FLAGS:
-        return _FLAGS[value.strip().lower()]
+    flag = _FLAGS.get(value.strip().lower()) if isinstance(value, str) else None
+    if flag is not None:
+        return flag
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
     raise ValueError("%s.%s must be true or false, not %r" % (prefix, key, value))
@@ -1699,8 +1701,7 @@ class SessionPlugin:
             raise ValueError("priority must be 'Low', 'Medium', 'High' or None, not %r" % (priority,))
         if secure is False and ((samesite or "").lower() == "none" or partitioned):
             raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
-        if max_age is not None and not _is_lifetime(max_age):
-            raise ValueError("max_age must be a positive number of seconds up to 36,500 days, or None; not %r" % (max_age,))
+        _check_lifetime(max_age, "max_age")
         if isinstance(db_or_store, PeeweeSessionStore):
             if store_options:
                 raise TypeError("store options go to the store you made: %s" % ", ".join(store_options))
@@ -1778,7 +1779,7 @@ class SessionPlugin:
         value = _read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
         if value is not None:
             for index, secret in enumerate(self.secrets):  # one signature check per secret, newest first
-                sid = unsign_session_id(value, (secret,))
+                sid = unsign_session_id(value, secret)
                 if sid is not None:
                     return (sid, index > 0) if _is_valid_sid(sid) else (None, False)
         return None, False

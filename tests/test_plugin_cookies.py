@@ -116,7 +116,7 @@ def test_secure_auto(make_web, scheme, forwarded, trust, secure):
 ])
 def test_bad_cookie_options_are_refused(store, options):
     with pytest.raises(ValueError):
-        SessionPlugin(store, **dict(dict(secret="x"), **options))
+        SessionPlugin(store, **{"secret": "x", **options})
 
 
 @pytest.mark.parametrize("options", [dict(domain="localhost"), dict(domain=".example.com"), dict(path="/app"),
