@@ -187,6 +187,27 @@ def _find_unstorable(value: Any, path: str = "session", seen: Optional[set] = No
     return path
 
 
+def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
+    """The path of the first str, or dict key, holding a lone UTF-16 surrogate; None when there is none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # refuses surrogates, which only a pair's JSON escape would have joined
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_lone_surrogate(key, "%s (the key %r)" % (path, key)) or _find_lone_surrogate(
+                item, "%s[%r]" % (path, key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_lone_surrogate(item, "%s[%d]" % (path, index))
+            if found:
+                return found
+    return None
+
+
 def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
     """Decode a stored sess value; a damaged one is logged and reads as no session."""
     try:
@@ -411,7 +432,6 @@ class _Statements:
         self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
         # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
         self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
-        self._patch = f"UPDATE {t} SET sess = {{merged}}, expired = COALESCE({p}, expired) WHERE {sid} = {p} AND expired > {p}"
         # Compared as the same text get() read; MySQL's JSON type normalizes, so compare JSON values there.
         stored = {"postgresql": "CAST(sess AS TEXT) = %s", "sqlite": "sess = %s",
                   "mysql": "BINARY sess = %s" if mariadb else "sess = CAST(%s AS JSON)"}[dialect] % p
@@ -483,47 +503,6 @@ class _Statements:
         """MySQL: a DELETE of the expired rows among `count` sids, bound after the time."""
         return self._delete_expired_keys.replace("{keys}", ", ".join([self.param] * count))
 
-    def patch(self, changes: Dict[str, str], removed: List[str]) -> Tuple[str, list]:
-        """An UPDATE merging changed keys (given as JSON texts) and removed keys into the stored JSON.
-
-        Returns the SQL and the parameters of the merge; the caller adds expiry, sid and now.
-        """
-        p = self.param
-        if self.dialect == "postgresql":
-            # Rebuilt as text rather than with jsonb's || and -: keys keep their order (cookie
-            # first) and the text stays as compact as express-session writes it.
-            merged = (
-                "(SELECT CAST(COALESCE('{' || string_agg(CAST(to_json(key) AS text) || ':' || CAST(value AS text),"
-                " ',' ORDER BY position) || '}', '{}') AS json) FROM ("
-                " SELECT stored.key, COALESCE(changed.value, stored.value) AS value, stored.position"
-                " FROM json_each(CAST(sess AS json)) WITH ORDINALITY AS stored(key, value, position)"
-                f" LEFT JOIN json_each(CAST({p} AS json)) AS changed ON changed.key = stored.key"
-                f" WHERE stored.key <> ALL (CAST({p} AS text[]))"
-                " UNION ALL"
-                " SELECT changed.key, changed.value, 1000000 + changed.position"
-                f" FROM json_each(CAST({p} AS json)) WITH ORDINALITY AS changed(key, value, position)"
-                " WHERE changed.key NOT IN (SELECT key FROM json_each(CAST(sess AS json)))"
-                ") AS merged)"
-            )
-            changes_json = _json_object(changes)
-            params: list = [changes_json, removed, changes_json]
-        elif self.dialect == "sqlite":
-            # SQLite's JSON paths cannot name a key holding '"': merge in Python, inside the one UPDATE.
-            merged = f"{_SQLITE_MERGE}(sess, {p}, {p})"
-            params = [_json_object(changes), json.dumps(removed)]
-        else:
-            merged, params = "sess", []
-            if changes:
-                merged = "JSON_SET(sess" + f", {p}, JSON_EXTRACT({p}, '$')" * len(changes) + ")"
-                for key, text in changes.items():
-                    params += [_json_path(key), text]
-            if removed:
-                merged = f"JSON_REMOVE({merged}" + f", {p}" * len(removed) + ")"
-                params += [_json_path(key) for key in removed]
-            if self.mariadb:
-                merged = f"JSON_COMPACT({merged})"  # MariaDB's JSON functions add spaces; express-session doesn't
-        return self._patch.replace("{merged}", merged), params
-
 
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past end of life).
 _MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
@@ -540,34 +519,9 @@ def _check_mysql_server(db: peewee.Database) -> bool:
     return "mariadb" in version.lower()
 
 
-_SQLITE_MERGE = "peewee_sessions_merge"
-
-
 def _json_object(members: Dict[str, str]) -> str:
     """A JSON object from keys and already-encoded values."""
     return "{" + ",".join("%s:%s" % (json.dumps(key), text) for key, text in members.items()) + "}"
-
-
-def _json_path(key: str) -> str:
-    """A MySQL/MariaDB JSON path naming one top-level key, whatever characters it holds.
-
-    ASCII escapes, like the JSON itself: a raw emoji would not survive a 3-byte utf8 connection.
-    """
-    return "$." + json.dumps(key)
-
-
-def _sqlite_merge(stored: Optional[str], changes: str, removed: str) -> str:
-    """SQLite's merge function: the stored object with the changed keys set and the removed ones gone."""
-    try:
-        sess = json.loads(stored) if stored else {}
-    except ValueError:
-        sess = {}
-    if not isinstance(sess, dict):
-        sess = {}
-    sess.update(json.loads(changes))
-    for key in json.loads(removed):
-        sess.pop(key, None)
-    return json.dumps(sess, separators=(",", ":"))
 
 
 class PeeweeSessionStore:
@@ -652,12 +606,12 @@ class PeeweeSessionStore:
 
     def connection(self) -> "_Connection":
         """A context that opens a connection if this thread has none, and closes only what it opened."""
-        return _Connection(self.db)
+        return _Connection(self.db, translate=False)  # what the caller's block raises is the caller's
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
         """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
         self._sweeper.start_if_needed()
-        with self.connection():
+        with _Connection(self.db):
             cursor = self.db.execute_sql(sql, params)
             return cursor if fetch is None else getattr(cursor, fetch)()
 
@@ -697,31 +651,34 @@ class PeeweeSessionStore:
     def _set_text(self, sid: str, data: str, expires: datetime.datetime) -> None:
         """set() for a session already encoded as JSON text."""
         sql = self._statements
-        self._check_size(sid, len(data))
+        self._check_storable(sid, data)
         expired = sql.db_time(expires)
         self._execute(sql.set, (sid, data, expired, data, expired))
 
     def patch(self, sid: str, changes: Dict[str, Any], removed: Iterable[str] = ()) -> bool:
         """Set some top-level keys of a live session and remove others, leaving the rest as stored.
 
-        One statement, applied to the row as it is now, so concurrent patches of
-        different keys all survive. A "cookie" in changes also moves the expiry.
-        Never creates or revives a row: returns False when no live row was
-        changed (on MySQL/MariaDB also when the row already held these values).
+        The row is read and rewritten under its lock (as in locked()), so concurrent patches
+        of different keys all survive; the merged session is checked as set() checks one, and a
+        value that cannot be stored or a session over max_session_size raises and leaves the
+        row as it was. A "cookie" in changes also moves the expiry. Never creates or revives a
+        row: returns False when there is no live one.
         """
         _check_sid(sid)
-        sql = self._statements
-        encoded = {key: _to_json(value, key) for key, value in changes.items()}
-        self._check_size(sid, sum(len(key) + len(text) + 4 for key, text in encoded.items()))
-        now = _utcnow()
-        expired = sql.db_time(_expiry_of(changes, now)) if isinstance(changes.get("cookie"), dict) else None
-        statement, params = sql.patch(encoded, [key for key in removed if key not in encoded])
-        self._sweeper.start_if_needed()
-        with self.connection():
-            if sql.dialect == "sqlite":
-                self.db.connection().create_function(_SQLITE_MERGE, 3, _sqlite_merge)
-            cursor = self.db.execute_sql(statement, tuple(params) + (expired, sid, sql.db_time(now)))
-            return cursor.rowcount > 0
+        encoded = {key: _to_json(value, key) for key, value in changes.items()}  # refused before any query
+        gone = set(removed) - encoded.keys()
+        with self._transaction():
+            found = self._load(sid, for_update=True)
+            if found is None:
+                return False
+            stored, expires, _ = found
+            members = {key: encoded[key] if key in encoded else _to_json(value, key)
+                       for key, value in stored.items() if key not in gone}
+            members.update(encoded)  # a new key goes last; a changed one keeps its place
+            if isinstance(changes.get("cookie"), dict):
+                expires = _expiry_of(changes, _utcnow())
+            self._set_text(sid, _json_object(members), expires)
+        return True
 
     def touch(self, sid: str, sess: dict) -> None:
         """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row."""
@@ -737,7 +694,7 @@ class PeeweeSessionStore:
         request's changes, and costs the database far less than patch().
         """
         sql = self._statements
-        self._check_size(sid, len(data))
+        self._check_storable(sid, data)
         params = (data, sql.db_time(expires), sid, sql.now(), stored_text)
         return self._execute(sql.replace_if_unchanged, params).rowcount > 0
 
@@ -758,8 +715,13 @@ class PeeweeSessionStore:
     def _transaction(self) -> Iterator[None]:
         # SQLite has no row locks: BEGIN IMMEDIATE takes the write lock before the read.
         lock_type = ["IMMEDIATE"] if self._statements.dialect == "sqlite" else []
-        with self.connection(), self.db.atomic(*lock_type):
-            yield
+        connection = _Connection(self.db)
+        with connection, self.db.atomic(*lock_type):
+            try:
+                yield
+            except BaseException as exc:
+                connection.passing = exc  # raised by the block (the app's own queries too): not ours to translate
+                raise
 
     def destroy(self, sid: str) -> int:
         """Delete a session; returns how many rows went (0 or 1)."""
@@ -805,7 +767,7 @@ class PeeweeSessionStore:
             sweep_one = _PageOrderSweep(self).step
         else:
             sweep_one = self._sweep_one
-        with self.connection():
+        with _Connection(self.db):
             while True:
                 started = time.perf_counter()
                 count, more = sweep_one(batch)
@@ -828,7 +790,7 @@ class PeeweeSessionStore:
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         sql = self._statements
-        with self.connection():
+        with _Connection(self.db):
             live, soonest, latest = self.db.execute_sql(sql.live_stats, (sql.now(),)).fetchone()
             expired = self.db.execute_sql(sql.expired_count, (sql.now(),)).fetchone()[0]
             size = _table_bytes(self.db, sql.dialect, self.table_name)
@@ -840,10 +802,17 @@ class PeeweeSessionStore:
             "table_bytes": size,
         }
 
-    def _check_size(self, sid: str, size: int) -> None:
-        if self.max_session_size is not None and size > self.max_session_size:
+    def _check_storable(self, sid: str, data: str) -> None:
+        """Refuse, before any statement, a session JSON text this table would refuse or should not hold."""
+        if self.max_session_size is not None and len(data) > self.max_session_size:
             raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
-                             % (sid, size, self.max_session_size))
+                             % (sid, len(data), self.max_session_size))
+        # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
+        # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
+        if "\\ud" in data and self._statements.dialect == "mysql":
+            path = _find_lone_surrogate(json.loads(data), "session")
+            if path:
+                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate" % path)
 
     def close(self) -> None:
         """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
@@ -1061,14 +1030,20 @@ def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str 
 
 
 class _Connection:
-    """Opens this thread's connection when it has none, and on exit closes only what it opened."""
+    """Opens this thread's connection when it has none, and on exit closes only what it opened.
 
-    __slots__ = ("db", "opened", "discard")
+    For the store's own statements (translate=True), a database error raised in the block leaves
+    as this library's (see _translated), except the one set as `passing`.
+    """
 
-    def __init__(self, db: peewee.Database, discard: bool = False) -> None:
+    __slots__ = ("db", "opened", "discard", "translate", "passing")
+
+    def __init__(self, db: peewee.Database, discard: bool = False, translate: bool = True) -> None:
         self.db = db
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
+        self.translate = translate
+        self.passing: Optional[BaseException] = None
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -1097,7 +1072,9 @@ class _Connection:
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
         self.close()
-        translated = exc if exc is None else _translated(exc)
+        if exc is None or exc is self.passing or not self.translate:
+            return
+        translated = _translated(exc)
         if translated is not exc:
             raise translated from exc
 
@@ -1477,16 +1454,25 @@ class Session(dict):
             with session.locked():
                 session["balance"] = session.get("balance", 0) + amount
 
-        Changes made before the block and not yet saved are dropped by the reload.
+        Changes made before the block and not yet saved are dropped by the reload; when the
+        block raises, its own changes are dropped too, in the session as in the database.
         """
         self._load()
         self._connection.open()
         if not self._in_store:
             yield self  # nothing stored to lock yet: the insert after the callback is the only writer
             return
+        sid, destroyed = self._id, self._destroyed
         with self._store._transaction():
-            self._replace_with(self._store._load(self._id, for_update=True))
-            yield self
+            found = self._store._load(sid, for_update=True)
+            self._replace_with(found)
+            try:
+                yield self
+            except BaseException:
+                # The block's changes roll back with its transaction: here too, or a later save would make them.
+                self._id, self._destroyed = sid, destroyed
+                self._replace_with(found and (_session_from_json(sid, found[2]),) + found[1:])
+                raise
             self._write(self._encoded())
 
     def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime, str]]) -> None:

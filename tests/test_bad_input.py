@@ -49,6 +49,27 @@ def test_an_unstorable_value_names_its_key_and_keeps_the_stored_session(store, v
     assert store.get("sid") == SESS
 
 
+@pytest.mark.parametrize("bad, path", [
+    ({"text": "ok \ud800 ok"}, "session['text']"),
+    ({"list": [1, {"\udc00": 1}]}, "session['list'][1] (the key '\\udc00')"),
+    ({"\udfff": True}, "session (the key '\\udfff')"),
+], ids=["value", "nested key", "key"])
+def test_a_lone_surrogate_is_kept_where_the_database_holds_it_and_refused_by_name_where_not(backend, store, bad, path):
+    store.set("sid", SESS)
+    if backend != "mysql":  # SQLite and PostgreSQL's json keep it, as JSON.stringify writes it
+        store.set("sid", dict(SESS, **bad))
+        assert store.get("sid") == dict(SESS, **bad)
+        assert store.patch("sid", {"n": 2}) and store.get("sid") == dict(SESS, n=2, **bad)
+        return
+    for save in (lambda: store.set("sid", dict(SESS, n=2, **bad)), lambda: store.patch("sid", dict(bad, n=2))):
+        with pytest.raises(TypeError, match="lone UTF-16 surrogate") as caught:  # not "database unavailable"
+            save()
+        assert str(caught.value).startswith(path + " cannot be stored")
+        assert store.get("sid") == SESS
+    store.set("sid", dict(SESS, emoji="\U0001f389"))  # a real pair is fine
+    assert store.get("sid")["emoji"] == "\U0001f389"
+
+
 @pytest.mark.parametrize("cookie", [{"expires": "next tuesday"}, {"expires": 12}, {"maxAge": "long"},
                                     {"maxAge": 10 ** 30}, {"maxAge": True}])
 def test_a_bad_expiry_is_a_value_error(store, cookie):
@@ -72,6 +93,14 @@ def test_a_row_that_is_not_a_json_object_reads_as_no_session(store, caplog, text
         assert store.get("damaged") is None
         assert store.all() == {"fine": SESS}
     assert any("not a JSON object" in record.message for record in caplog.records)
+
+
+def test_a_patch_of_a_damaged_row_finds_no_session_and_leaves_the_row(store, caplog):
+    write_raw(store, "damaged", '"a string"')
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.patch("damaged", {"n": 1}) is False
+    assert any("not a JSON object" in record.message for record in caplog.records)
+    assert store.length() == 1 and store.get("damaged") is None
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])  # MariaDB's json_valid refuses 32 levels or more

@@ -674,7 +674,7 @@ def test_the_store_leaves_the_connection_as_it_found_it(db, store):
 
 # -- patch: a merge of some keys into the row as it is now ------------------------------------
 
-ODD_KEYS = ['q"uote', "back\\slash", "dot.ted", "[0]", "$", "", "ünï", "🎉", "new\nline", "sp ace", "*"]
+ODD_KEYS = ['q"uote', "back\\slash", "dot.ted", "[0]", "$", "", "ünï", "🎉", "new\nline", "sp ace", "*", "nul\x00"]
 
 
 def test_patch_sets_and_removes_keys_and_leaves_the_rest(store):
@@ -720,6 +720,36 @@ def test_patch_refuses_unstorable_values_and_keeps_the_row(store):
     with pytest.raises(TypeError, match=r"session\['bad'\]"):
         store.patch("sid-1", {"n": 2, "bad": {1, 2}})
     assert store.get("sid-1")["n"] == 1
+
+
+def test_patch_checks_the_merged_session_against_the_size_limit(make_store):
+    # Each patch alone is small; what they add up to in the row is not.
+    store = make_store(max_session_size=1000)
+    store.set("sid-1", live(first="x" * 500))
+    with pytest.raises(ValueError, match="max_session_size"):
+        store.patch("sid-1", {"second": "y" * 500})
+    assert store.get("sid-1") == live(first="x" * 500) | {"cookie": store.get("sid-1")["cookie"]}
+    assert store.patch("sid-1", {"second": "y" * 500}, ["first"]) is True  # a swap that fits is fine
+    assert "first" not in store.get("sid-1") and store.get("sid-1")["second"] == "y" * 500
+
+
+def duplicate_row(store, sid):
+    """The app's own statement failing inside a store block: a second row with the same primary key."""
+    p = store.db.param
+    store.db.execute_sql("INSERT INTO %s (sid, sess, expired) VALUES (%s, %s, %s)" % (store.table_name, p, p, p),
+                         (sid, "{}", "2099-01-01 00:00:00"))
+
+
+def test_an_error_of_the_apps_own_inside_locked_reaches_it_as_raised(store):
+    store.set("sid-1", live(n=0))
+    with pytest.raises(peewee.IntegrityError):  # not SessionStoreError: the app's except clause must run
+        with store.locked("sid-1"):
+            store.patch("sid-1", {"n": 1})
+            duplicate_row(store, "sid-1")
+    assert store.get("sid-1")["n"] == 0  # the block's patch was rolled back with it
+    with pytest.raises(peewee.IntegrityError):
+        with store.connection():
+            duplicate_row(store, "sid-1")
 
 
 def test_locked_holds_the_row_until_the_block_ends(store):
