@@ -208,10 +208,26 @@ def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
     return None
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if abs(value) == float("inf"):  # 1e400: JSON.stringify never writes one, and it could not be written back
+        raise ValueError("number out of range: %.40s" % text)
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError("%s is not JSON" % name)  # NaN, Infinity: Python's json reads them, JSON.parse doesn't
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
     """Decode a stored sess value; a damaged one is logged and reads as no session."""
     try:
-        sess = json.loads(raw) if isinstance(raw, (str, bytes, bytearray)) else raw
+        if isinstance(raw, (bytes, bytearray)):
+            raw = raw.decode("utf-8")
+        sess = _DECODER.decode(raw) if isinstance(raw, str) else raw
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python parses
         logger.warning("session %.8s...: stored data is not valid JSON (%s); treated as missing", sid, exc)
         return None
@@ -722,6 +738,7 @@ class PeeweeSessionStore:
             except BaseException as exc:
                 connection.passing = exc  # raised by the block (the app's own queries too): not ours to translate
                 raise
+            connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
 
     def destroy(self, sid: str) -> int:
         """Delete a session; returns how many rows went (0 or 1)."""
@@ -810,9 +827,12 @@ class PeeweeSessionStore:
         # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
         # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
         if "\\ud" in data and self._statements.dialect == "mysql":
-            path = _find_lone_surrogate(json.loads(data), "session")
-            if path:
-                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate" % path)
+            sess = json.loads(data)
+            try:
+                json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
+            except UnicodeEncodeError:
+                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate"
+                                % _find_lone_surrogate(sess, "session")) from None
 
     def close(self) -> None:
         """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
@@ -1043,7 +1063,7 @@ class _Connection:
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
         self.translate = translate
-        self.passing: Optional[BaseException] = None
+        self.passing: Union[BaseException, type, None] = None  # an exception, or a class of them
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -1072,7 +1092,9 @@ class _Connection:
 
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
         self.close()
-        if exc is None or exc is self.passing or not self.translate:
+        passing = self.passing
+        if exc is None or not self.translate or exc is passing or (
+                isinstance(passing, type) and isinstance(exc, passing)):
             return
         translated = _translated(exc)
         if translated is not exc:
@@ -1454,26 +1476,43 @@ class Session(dict):
             with session.locked():
                 session["balance"] = session.get("balance", 0) + amount
 
-        Changes made before the block and not yet saved are dropped by the reload; when the
-        block raises, its own changes are dropped too, in the session as in the database.
+        Changes made before the block and not yet saved are dropped by the reload. A block that
+        raises is rolled back, in the session as in the database; one that ends in redirect() or
+        abort() is saved, as the plugin saves after such a callback.
         """
+        import bottle  # only the plugin makes sessions
+
         self._load()
         self._connection.open()
-        if not self._in_store:
-            yield self  # nothing stored to lock yet: the insert after the callback is the only writer
-            return
-        sid, destroyed = self._id, self._destroyed
-        with self._store._transaction():
-            found = self._store._load(sid, for_update=True)
-            self._replace_with(found)
-            try:
-                yield self
-            except BaseException:
-                # The block's changes roll back with its transaction: here too, or a later save would make them.
-                self._id, self._destroyed = sid, destroyed
-                self._replace_with(found and (_session_from_json(sid, found[2]),) + found[1:])
-                raise
-            self._write(self._encoded())
+        in_store, before, sent = self._in_store, None, None  # not in store: no row to lock, no other writer
+        try:
+            with self._store._transaction() if in_store else contextlib.nullcontext():
+                if in_store:
+                    self._replace_with(self._store._load(self._id, for_update=True))
+                before = self._state()
+                try:
+                    yield self
+                except bottle.HTTPResponse as response:
+                    sent = response
+                if self._in_store:  # a session new, destroyed or regenerated in the block is inserted after the callback
+                    self._write(self._encoded())
+        except BaseException:
+            if before is not None:
+                self._set_state(before)
+            raise
+        if sent is not None:
+            raise sent
+
+    def _state(self) -> tuple:
+        """All a locked() block that fails must put back: the data (as JSON), the attributes, the cookie."""
+        return self._encoded(), dict(self.__dict__), copy.copy(self._cookie)
+
+    def _set_state(self, state: tuple) -> None:
+        encoded, attributes, cookie = state
+        dict.clear(self)
+        dict.update(self, {key: json.loads(text) for key, text in encoded.items()})
+        self.__dict__.update(attributes)
+        self._cookie = cookie
 
     def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime, str]]) -> None:
         if found is None:

@@ -122,6 +122,24 @@ def test_a_damaged_stored_lifetime_gives_the_session_the_configured_one(make_web
     assert plugin.store.get(sid)["cookie"]["originalMaxAge"] == 3600000
 
 
+@pytest.mark.parametrize("text", ['{"n": 1e400}', '{"n": [-1E999]}'])
+def test_a_row_with_a_number_past_a_float_reads_as_no_session(store, caplog, text):
+    # Valid JSON, which every database keeps; Python would read it as inf and could never write it back.
+    write_raw(store, "damaged", text)
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("damaged") is None and store.patch("damaged", {"n": 2}) is False
+    assert any("out of range" in record.message for record in caplog.records)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's json and MariaDB's json_valid refuse invalid JSON
+@pytest.mark.parametrize("text", ['{"n": NaN}', '{"n": -Infinity}'])
+def test_a_row_with_a_constant_json_has_not_reads_as_no_session(backend, store, caplog, text):
+    write_raw(store, "damaged", text)
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("damaged") is None
+    assert any("is not JSON" in record.message for record in caplog.records)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's json and MariaDB's json_valid refuse invalid JSON
 def test_a_row_with_invalid_json_reads_as_no_session(backend, store, caplog):
     write_raw(store, "damaged", "{not json")
