@@ -219,15 +219,18 @@ def _no_constant(name: str) -> None:
     raise ValueError("%s is not JSON" % name)  # NaN, Infinity: Python's json reads them, JSON.parse doesn't
 
 
+# A call back into Python for every float: sessions hold few (a session of floats only decodes at half speed).
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
 def _session_from_json(sid: str, raw: Any) -> Optional[dict]:
     """Decode a stored sess value; a damaged one is logged and reads as no session."""
     try:
-        if isinstance(raw, (bytes, bytearray)):
-            raw = raw.decode("utf-8")
-        sess = _DECODER.decode(raw) if isinstance(raw, str) else raw
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+        if isinstance(text, str):
+            sess = _DECODER.decode(text)
+        else:
+            sess = text  # decoded by the driver already
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python parses
         logger.warning("session %.8s...: stored data is not valid JSON (%s); treated as missing", sid, exc)
         return None
@@ -1324,6 +1327,7 @@ class Session(dict):
         self._loaded = False
         self._finished = False
         self._destroyed = False
+        self._lock_held = False  # inside session.locked()
 
     # Loading, on first use.
 
@@ -1476,36 +1480,43 @@ class Session(dict):
             with session.locked():
                 session["balance"] = session.get("balance", 0) + amount
 
-        Changes made before the block and not yet saved are dropped by the reload. A block that
-        raises is rolled back, in the session as in the database; one that ends in redirect() or
-        abort() is saved, as the plugin saves after such a callback.
+        Changes made before the block and not yet saved are dropped by the reload (but for a
+        block inside another, which holds the lock already). A block that raises, abort()
+        included, is undone, in the session as in the database; one that ends in redirect() is
+        saved.
         """
         import bottle  # only the plugin makes sessions
 
         self._load()
         self._connection.open()
-        in_store, before, sent = self._in_store, None, None  # not in store: no row to lock, no other writer
+        outer, before, redirect = self._lock_held, None, None
         try:
-            with self._store._transaction() if in_store else contextlib.nullcontext():
-                if in_store:
+            with self._store._transaction():  # a new session has no row to lock, but the app's statements roll back
+                reload = self._in_store and not outer
+                if reload:
                     self._replace_with(self._store._load(self._id, for_update=True))
-                before = self._state()
+                self._lock_held = True
+                before = self._state(self._baseline if reload else self._encoded())  # the reload encoded it
                 try:
                     yield self
                 except bottle.HTTPResponse as response:
-                    sent = response
+                    if isinstance(response, bottle.HTTPError):  # abort(): a failure, undone like any other
+                        raise
+                    redirect = response
                 if self._in_store:  # a session new, destroyed or regenerated in the block is inserted after the callback
                     self._write(self._encoded())
         except BaseException:
             if before is not None:
                 self._set_state(before)
             raise
-        if sent is not None:
-            raise sent
+        finally:
+            self._lock_held = outer
+        if redirect is not None:
+            raise redirect
 
-    def _state(self) -> tuple:
+    def _state(self, encoded: Dict[str, str]) -> tuple:
         """All a locked() block that fails must put back: the data (as JSON), the attributes, the cookie."""
-        return self._encoded(), dict(self.__dict__), copy.copy(self._cookie)
+        return encoded, dict(self.__dict__), copy.copy(self._cookie)
 
     def _set_state(self, state: tuple) -> None:
         encoded, attributes, cookie = state
