@@ -1056,7 +1056,7 @@ class _Connection:
     """Opens this thread's connection when it has none, and on exit closes only what it opened.
 
     For the store's own statements (translate=True), a database error raised in the block leaves
-    as this library's (see _translated), except the one set as `passing`.
+    as this library's (see _translated), but for what is set as `passing`: an exception, or a class.
     """
 
     __slots__ = ("db", "opened", "discard", "translate", "passing")
@@ -1066,7 +1066,7 @@ class _Connection:
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
         self.translate = translate
-        self.passing: Union[BaseException, type, None] = None  # an exception, or a class of them
+        self.passing: Union[BaseException, type, None] = None
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
