@@ -625,7 +625,7 @@ class PeeweeSessionStore:
 
     def connection(self) -> "_Connection":
         """A context that opens a connection if this thread has none, and closes only what it opened."""
-        return _Connection(self.db, translate=False)  # what the caller's block raises is the caller's
+        return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
         """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
@@ -1055,18 +1055,18 @@ def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str 
 class _Connection:
     """Opens this thread's connection when it has none, and on exit closes only what it opened.
 
-    For the store's own statements (translate=True), a database error raised in the block leaves
-    as this library's (see _translated), but for what is set as `passing`: an exception, or a class.
+    A database error raised in the block (the store's own statements) leaves as this library's
+    (see _translated), but for what `passing` names: an exception, or a class of them.
     """
 
-    __slots__ = ("db", "opened", "discard", "translate", "passing")
+    __slots__ = ("db", "opened", "discard", "passing")
 
-    def __init__(self, db: peewee.Database, discard: bool = False, translate: bool = True) -> None:
+    def __init__(self, db: peewee.Database, discard: bool = False,
+                 passing: Union[BaseException, type, None] = None) -> None:
         self.db = db
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
-        self.translate = translate
-        self.passing: Union[BaseException, type, None] = None
+        self.passing = passing
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -1096,7 +1096,7 @@ class _Connection:
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
         self.close()
         passing = self.passing
-        if exc is None or not self.translate or exc is passing or (
+        if exc is None or exc is passing or (
                 isinstance(passing, type) and isinstance(exc, passing)):
             return
         translated = _translated(exc)
@@ -1424,7 +1424,7 @@ class Session(dict):
                 self._id, whole, expires, self._stored_text):
             self._stored_text = whole  # nobody wrote in between: the whole document is the merge
         elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
-            self._stored_text = None  # merged by the database: its text is not ours to know
+            self._stored_text = None  # merged into what another request wrote: the text is the store's to know
         else:
             # Destroyed or expired meanwhile (a log-out in another request): never bring it back, not
             # even by a later save in this request. What the callback stores from here on is a new session's.
