@@ -1,8 +1,12 @@
 """express-session's cookie signature and cookie parsing, against its published test vector."""
 
-import pytest
+import urllib.parse
 
-from peewee_sessions import _read_cookie, sign_session_id, unsign_session_id
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peewee_sessions import _encode_cookie_value, _read_cookie, sign_session_id, unsign_session_id
 
 VECTOR_SID = "QvdDmbgAlZ1a2pGWkq6xSUrkC9OZc_GH"
 VECTOR_SIGNED = "s:QvdDmbgAlZ1a2pGWkq6xSUrkC9OZc_GH.zbOdGS0Avm/sNTlysNkDBAuuqED2vp50R7FUM2q4y8M"
@@ -64,3 +68,16 @@ def test_an_empty_secret_signs_nothing():
 ])
 def test_read_cookie(header, expected):
     assert _read_cookie(header, "connect.sid") == expected
+
+
+def test_cookie_value_is_url_encoded_as_express_session_writes_it():
+    assert _encode_cookie_value(VECTOR_SIGNED) == (
+        "s%3AQvdDmbgAlZ1a2pGWkq6xSUrkC9OZc_GH.zbOdGS0Avm%2FsNTlysNkDBAuuqED2vp50R7FUM2q4y8M")
+
+
+@given(st.text())
+def test_cookie_value_encoding_is_encode_uri_component(value):
+    # JavaScript's encodeURIComponent leaves exactly these unescaped: A-Z a-z 0-9 - _ . ! ~ * ' ( )
+    encoded = _encode_cookie_value(value)
+    assert encoded == urllib.parse.quote(value, safe="-_.!~*'()")
+    assert _read_cookie("connect.sid=" + encoded, "connect.sid") == (value if len(encoded) <= 4096 else None)
