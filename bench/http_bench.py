@@ -1,15 +1,16 @@
 """HTTP benchmark: SessionPlugin against no session store, Beaker and Flask-Session, on one database.
 
-    python bench/http_bench.py --db postgresql|mysql|sqlite [--seconds 10] [--warmup 3]
+    python bench/http_bench.py --db postgresql|mysql|sqlite [--seconds 10] [--warmup 2]
 
 Each app (bench/http_apps.py) is served by gunicorn (`-k gthread -w 1 --threads 4`, 127.0.0.1, a free port)
 and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with bench/counter.lua: 8 connections,
 one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
 with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
 the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
-All the apps run at once and take turns of --segment seconds (2; the order rotates each round) until each has
-had --seconds per route, so a background load that comes and goes hits them alike. Besides requests/s, the
-table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
+The apps take turns of --segment seconds (2; the order rotates each round) until each has had --seconds per
+route, so a background load that comes and goes hits them alike; each round serves each app from a fresh
+gunicorn, warmed up for --warmup seconds, so its numbers average over several processes. Besides requests/s,
+the table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
 
     plugin         Bottle + SessionPlugin; PostgreSQL/MariaDB through playhouse.pool, SQLite in WAL mode
     no-store       the same Bottle app without the plugin: the counter in an HMAC-signed cookie (the ceiling;
@@ -303,14 +304,17 @@ def _check_reachable(backend, db_url):
         raise BenchError("%s at %s is unreachable (%s); set %s to its URL" % (backend, db_url, exc, variable))
 
 
-def run(backend, seconds=10, warmup=3, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
+def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
         segment=SEGMENT_S, progress=None):
     """Benchmark the apps on one database; one dict per (app, route), ratios to no-store filled in.
 
-    All the apps are started (one gunicorn each) and warmed up for `warmup` s of /incr; then, route by route,
-    they take turns in rounds of `segment`-second wrk runs (the order rotating each round) until each has had
-    `seconds`. Interleaving keeps a background load that comes and goes from favouring one app. Each wrk
-    run opens fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
+    The run is made of rounds. Each round starts every app in a gunicorn of its own, warms each up for
+    `warmup` s of /incr, then, route by route, gives each a `segment`-second wrk run (the order rotating
+    each round), and stops them; rounds go on until each app has had `seconds` per route. A fresh process a
+    round: one process may run the very same code some percent slower than another for its whole life (how
+    its memory happened to be laid out), so each app's numbers average over as many processes as rounds.
+    Interleaving keeps a background load that comes and goes from favouring one app. Each wrk run opens
+    fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
 
     `apps` limits the run to some of the APPS' names (no-store is always
     measured: it is the ceiling the ratios divide by). `progress` (a callable taking a string) hears what
@@ -327,43 +331,42 @@ def run(backend, seconds=10, warmup=3, connections=CONNECTIONS, threads=GUNICORN
     db_url = database_url(backend, tmpdir)
     prefix = "hb_%s" % secrets.token_hex(4)
     chosen = [(name, kind, suffix) for name, kind, suffix in APPS if not apps or name in apps or name == "no-store"]
-    tables = []  # made by the apps; dropped at the end
+    names = [name for name, _, _ in chosen]
+    tables = ["%s_%s" % (prefix, suffix) for _, _, suffix in chosen if suffix]  # made by the apps, dropped at the end
     results = {}
-    servers = {}
+    log_tails = {}  # the server log of an app's run that went wrong
     try:
         _check_reachable(backend, db_url)
-        with contextlib.ExitStack() as stack:
-            for name, kind, suffix in chosen:
-                say("%s: starting %s" % (backend, name))
-                table = "%s_%s" % (prefix, suffix) if suffix else None
-                if table and backend != "sqlite":  # SQLite's tables go with its temporary file
-                    tables.append(table)
-                servers[name] = stack.enter_context(Gunicorn(kind, db_url, table, tmpdir, threads=threads,
-                                                             pool_size=max(connections, threads)))
-            if warmup > 0:
-                for name, server in servers.items():
-                    say("%s: warming up %s for %g s" % (backend, name, warmup))
-                    run_wrk(server.port, "incr", warmup, connections)
-            names = list(servers)
-            for route in ROUTES:
-                for index in range(rounds):
-                    order = names[index % len(names):] + names[:index % len(names)]
-                    say("%s: %s round %d/%d (%d s each): %s" % (backend, route, index + 1, rounds, segment,
-                                                              ", ".join(order)))
+        for index in range(rounds):
+            order = names[index % len(names):] + names[:index % len(names)]
+            say("%s: round %d/%d: starting %s, %g s of warm-up each" % (backend, index + 1, rounds, ", ".join(order),
+                                                                     warmup))
+            with contextlib.ExitStack() as stack:
+                servers = {}
+                for name, kind, suffix in chosen:
+                    table = "%s_%s" % (prefix, suffix) if suffix else None
+                    servers[name] = stack.enter_context(Gunicorn(kind, db_url, table, tmpdir, threads=threads,
+                                                                 pool_size=max(connections, threads)))
+                    if warmup > 0:
+                        run_wrk(servers[name].port, "incr", warmup, connections)
+                for route in ROUTES:
+                    say("%s: round %d/%d: %s, %d s each" % (backend, index + 1, rounds, route, segment))
                     for name in order:
                         cpu_before = servers[name].worker_cpu_s()
                         result = run_wrk(servers[name].port, route.strip("/"), segment, connections)
                         result["worker_cpu_us"] = int((servers[name].worker_cpu_s() - cpu_before) * 1e6)
                         results.setdefault((name, route), []).append(result)
-            rows = []
-            for name in names:
-                for route in ROUTES:
-                    row = _row(backend, name, route, _merge(results[(name, route)], route))
-                    if row["errors"] or row["wrong_counters"]:
-                        row["log_tail"] = servers[name].log_tail(15)
-                    rows.append(row)
+                        if result["wrong"] or _row(backend, name, route, result)["errors"]:
+                            log_tails.setdefault(name, servers[name].log_tail(15))
+        rows = []
+        for name in names:
+            for route in ROUTES:
+                row = _row(backend, name, route, _merge(results[(name, route)], route))
+                if row["errors"] or row["wrong_counters"]:
+                    row["log_tail"] = log_tails.get(name, "")
+                rows.append(row)
     finally:
-        if tables:
+        if backend != "sqlite":  # SQLite's tables go with its temporary file
             _drop_tables(db_url, tables)
         shutil.rmtree(tmpdir, ignore_errors=True)
     ceiling = {row["route"]: row["requests_per_s"] for row in rows if row["app"] == "no-store"}
@@ -449,7 +452,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True, choices=BACKENDS + ("all",), help="the database to run on")
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per app and route (default 10)")
-    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per app (default 3)")
+    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds of each app's process (default 2)")
     parser.add_argument("--segment", type=float, default=SEGMENT_S,
                         help="seconds of each wrk run; the apps take turns (default %(default)s)")
     parser.add_argument("--connections", type=int, default=CONNECTIONS, help="wrk connections (default 8)")

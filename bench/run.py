@@ -128,7 +128,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for trying the script")
     parser.add_argument("--output", default=str(OUTPUT))
     args = parser.parse_args()
-    ops, seconds, warmup, expired, live = (2000, 4, 2, 50000, 5000) if args.quick else (10000, 10, 3, 1000000, 100000)
+    ops, seconds, warmup, expired, live = (2000, 4, 1, 50000, 5000) if args.quick else (10000, 10, 2, 1000000, 100000)
     started = datetime.datetime.now(datetime.timezone.utc)
     sections = [
         ("Machine", machine()),
