@@ -7,8 +7,8 @@ and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with ben
 one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
 with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
 the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
-The apps take turns of --segment seconds (2; the order rotates each round) until each has had --seconds per
-route, so a background load that comes and goes hits them alike; each round serves each app from a fresh
+The apps take turns of --segment seconds (2; in a new random order for each route of each round) until each has
+had --seconds per route, so a background load that comes and goes hits them alike; each round serves each app from a fresh
 gunicorn, warmed up for --warmup seconds, so its numbers average over several processes. Besides requests/s,
 the table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
 
@@ -38,6 +38,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -309,8 +310,8 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
     """Benchmark the apps on one database; one dict per (app, route), ratios to no-store filled in.
 
     The run is made of rounds. Each round starts every app in a gunicorn of its own, warms each up for
-    `warmup` s of /incr, then, route by route, gives each a `segment`-second wrk run (the order rotating
-    each round), and stops them; rounds go on until each app has had `seconds` per route. A fresh process a
+    `warmup` s of /incr, then, route by route, gives each a `segment`-second wrk run (in a random order),
+    and stops them; rounds go on until each app has had `seconds` per route. A fresh process a
     round: one process may run the very same code some percent slower than another for its whole life (how
     its memory happened to be laid out), so each app's numbers average over as many processes as rounds.
     Interleaving keeps a background load that comes and goes from favouring one app. Each wrk run opens
@@ -338,8 +339,7 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
     try:
         _check_reachable(backend, db_url)
         for index in range(rounds):
-            order = names[index % len(names):] + names[:index % len(names)]
-            say("%s: round %d/%d: starting %s, %g s of warm-up each" % (backend, index + 1, rounds, ", ".join(order),
+            say("%s: round %d/%d: starting %s, %g s of warm-up each" % (backend, index + 1, rounds, ", ".join(names),
                                                                      warmup))
             with contextlib.ExitStack() as stack:
                 servers = {}
@@ -350,7 +350,11 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                     if warmup > 0:
                         run_wrk(servers[name].port, "incr", warmup, connections)
                 for route in ROUTES:
-                    say("%s: round %d/%d: %s, %d s each" % (backend, index + 1, rounds, route, segment))
+                    # A random order, not a rotation: a turn's speed depends on which turn came before it
+                    # (by 5% for the very same code, here), and a rotation keeps each app after the same one.
+                    order = random.sample(names, len(names))
+                    say("%s: round %d/%d: %s, %d s each: %s" % (backend, index + 1, rounds, route, segment,
+                                                                ", ".join(order)))
                     for name in order:
                         cpu_before = servers[name].worker_cpu_s()
                         result = run_wrk(servers[name].port, route.strip("/"), segment, connections)
