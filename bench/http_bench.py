@@ -7,10 +7,11 @@ and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with ben
 one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
 with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
 the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
-The apps take turns of --segment seconds (2; in a new random order for each route of each round) until each has
-had --seconds per route, so a background load that comes and goes hits them alike; each round serves each app from a fresh
-gunicorn, warmed up for --warmup seconds, so its numbers average over several processes. Besides requests/s,
-the table shows the gunicorn worker's CPU time per request, which other processes on the machine disturb less.
+The apps take turns of --segment seconds (2; in a new random order for each route of each round) until each
+has had --seconds per route, so a background load that comes and goes hits them alike; each round serves each
+app from a fresh gunicorn, warmed up for --warmup seconds, so its numbers average over several processes.
+Besides requests/s, the table shows the gunicorn worker's CPU time per request, which other processes on the
+machine disturb less.
 
     plugin         Bottle + SessionPlugin; PostgreSQL/MariaDB through playhouse.pool, SQLite in WAL mode
     no-store       the same Bottle app without the plugin: the counter in an HMAC-signed cookie (the ceiling;
@@ -239,12 +240,17 @@ def _merge(results, route):
     return total
 
 
+def _errors(result):
+    """(responses other than 2xx, socket errors) of a wrk result."""
+    non_2xx = max(result["bad_status"], result["non_2xx_3xx"])
+    return non_2xx, result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
+
+
 def _row(backend, app, route, result):
     seconds = result["duration_us"] / 1e6
     # In hello mode each connection's first request is the /incr that gets its cookie: count /hello only.
     count = result["incr_n"] if route == "/incr" else result["hello_n"]
-    non_2xx = max(result["bad_status"], result["non_2xx_3xx"])
-    socket_errors = result["connect_errors"] + result["read_errors"] + result["write_errors"] + result["timeouts"]
+    non_2xx, socket_errors = _errors(result)
     return {
         "database": backend,
         "app": app,
@@ -333,7 +339,8 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
     prefix = "hb_%s" % secrets.token_hex(4)
     chosen = [(name, kind, suffix) for name, kind, suffix in APPS if not apps or name in apps or name == "no-store"]
     names = [name for name, _, _ in chosen]
-    tables = ["%s_%s" % (prefix, suffix) for _, _, suffix in chosen if suffix]  # made by the apps, dropped at the end
+    # Each store's table, made by its app and dropped at the end (None: the app has none).
+    table_of = {name: "%s_%s" % (prefix, suffix) if suffix else None for name, _, suffix in chosen}
     results = {}
     log_tails = {}  # the server log of an app's run that went wrong
     try:
@@ -343,9 +350,8 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                                                                      warmup))
             with contextlib.ExitStack() as stack:
                 servers = {}
-                for name, kind, suffix in chosen:
-                    table = "%s_%s" % (prefix, suffix) if suffix else None
-                    servers[name] = stack.enter_context(Gunicorn(kind, db_url, table, tmpdir, threads=threads,
+                for name, kind, _ in chosen:
+                    servers[name] = stack.enter_context(Gunicorn(kind, db_url, table_of[name], tmpdir, threads=threads,
                                                                  pool_size=max(connections, threads)))
                     if warmup > 0:
                         run_wrk(servers[name].port, "incr", warmup, connections)
@@ -360,7 +366,7 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                         result = run_wrk(servers[name].port, route.strip("/"), segment, connections)
                         result["worker_cpu_us"] = int((servers[name].worker_cpu_s() - cpu_before) * 1e6)
                         results.setdefault((name, route), []).append(result)
-                        if result["wrong"] or _row(backend, name, route, result)["errors"]:
+                        if result["wrong"] or any(_errors(result)):
                             log_tails.setdefault(name, servers[name].log_tail(15))
         rows = []
         for name in names:
@@ -371,7 +377,7 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                 rows.append(row)
     finally:
         if backend != "sqlite":  # SQLite's tables go with its temporary file
-            _drop_tables(db_url, tables)
+            _drop_tables(db_url, [table for table in table_of.values() if table])
         shutil.rmtree(tmpdir, ignore_errors=True)
     ceiling = {row["route"]: row["requests_per_s"] for row in rows if row["app"] == "no-store"}
     for row in rows:
