@@ -12,6 +12,8 @@ Apps (HB_APP):
               the same signed cookie: the least any session store on this pool and database can do
     floorheld the floor without the pool: each thread opens a plain connection once and keeps it, so no
               request pays a check-out (peewee 4's pools ping on each): what the pool itself costs
+    pluginnoping
+              plugin, on a pool whose check-out trusts the connection's own state instead of pinging
     beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
     flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
 
@@ -89,6 +91,20 @@ def peewee_database(url, pool_size=8):
     return PooledMySQLDatabase(p["database"], password=p["password"], charset="utf8mb4", **kwargs)
 
 
+def no_ping_peewee_database(url, pool_size=8):
+    """The same pool, but a check-out trusts the connection's own state, as peewee 3.17's PostgreSQL pool
+    did, instead of a round trip to the server (peewee 4's pools send `SELECT 1` or a MySQL ping on each).
+    A connection the server dropped is then found by the first statement on it, not by the pool."""
+    db = peewee_database(url, pool_size)
+    if backend_of(url) == "mysql":
+        db._is_closed = lambda conn: not conn.open  # PyMySQL's own flag
+    elif backend_of(url) == "postgresql":
+        from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN  # the state only a lost connection has
+
+        db._is_closed = lambda conn: bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
+    return db  # SQLite's pool never pings
+
+
 def held_peewee_database(url):
     """The same database without a pool: each thread's connection, opened on first use and kept."""
     from playhouse.db_url import connect
@@ -137,7 +153,7 @@ def unsign_counter(secret, cookie):
 # -- The apps ---------------------------------------------------------------------------------
 
 
-def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True, pool_size=8):
+def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True, pool_size=8, ping=True):
     """The Bottle app: with the plugin (session in the database) or without it (counter in a signed cookie)."""
     import bottle
 
@@ -145,7 +161,8 @@ def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True,
     if with_plugin:
         from peewee_sessions import SessionPlugin
 
-        app.install(SessionPlugin(peewee_database(db_url, pool_size), secret=secret, table_name=table))
+        db = peewee_database(db_url, pool_size) if ping else no_ping_peewee_database(db_url, pool_size)
+        app.install(SessionPlugin(db, secret=secret, table_name=table))
 
         @app.get("/incr")
         def incr(session):
@@ -291,6 +308,9 @@ def app_from_environment():
     secret = os.environ.get("HB_SECRET", "bench secret")
     if kind == "plugin":
         return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")))
+    if kind == "pluginnoping":
+        return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")),
+                          ping=False)
     if kind == "nostore":
         return bottle_app(secret=secret, with_plugin=False)
     if kind in ("floor", "floorheld"):
@@ -299,7 +319,7 @@ def app_from_environment():
         return beaker_app(url, table, secret)
     if kind == "flask":
         return flask_app(url, table, secret)
-    raise ValueError("HB_APP must be plugin, nostore, floor, floorheld, beaker or flask, not %r" % kind)
+    raise ValueError("HB_APP must be plugin, pluginnoping, nostore, floor, floorheld, beaker or flask, not %r" % kind)
 
 
 _app = None

@@ -92,7 +92,8 @@ def http_section(backends, seconds, warmup):
         rows += http_bench.run(backend, seconds=seconds, warmup=warmup)
     return "\n".join([http_bench.format_table(rows), "", "Targets (the issue sets the first two for PostgreSQL):",
                       "\n".join(http_bench.target_lines(rows)), "",
-                      "The hand-written floors (not targets: what a store on this pool, or on none, can reach):",
+                      "For reference, not targets: the hand-written floors (what a store on this pool, or on none, "
+                      "can reach), and the plugin on a pool that doesn't ping:",
                       "\n".join(http_bench.floor_lines(rows))])
 
 
