@@ -1,11 +1,10 @@
-"""The WSGI apps that bench/http_bench.py serves with gunicorn: the same two routes on four session stacks.
+"""The WSGI apps that bench/http_bench.py serves with gunicorn: the same two routes on each app.
 
     /incr   reads and writes the session: a counter, returned as the response body
     /hello  does not use the session: returns "hello"
 
 Apps (HB_APP):
-    plugin    Bottle + peewee_sessions.SessionPlugin (PostgreSQL/MariaDB through a playhouse.pool pool,
-              SQLite: the plain file in WAL mode)
+    plugin    Bottle + peewee_sessions.SessionPlugin, on a playhouse.pool pool (SQLite: the file in WAL mode)
     nostore   the same Bottle app without the plugin: the counter lives in an HMAC-signed cookie (the ceiling;
               its /hello is "the app without the plugin installed")
     floor     no plugin: /incr hand-written with the plugin's own two statements on the pool's raw cursor, and
@@ -13,7 +12,7 @@ Apps (HB_APP):
     floorheld the floor without the pool: each thread opens a plain connection once and keeps it, so no
               request pays a check-out (peewee 4's pools ping on each): what the pool itself costs
     pluginnoping
-              plugin, on a pool whose check-out trusts the connection's own state instead of pinging
+              plugin, on a pool that makes no round trip of its own (see no_ping_peewee_database)
     beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
     flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
 
@@ -92,17 +91,37 @@ def peewee_database(url, pool_size=8):
 
 
 def no_ping_peewee_database(url, pool_size=8):
-    """The same pool, but a check-out trusts the connection's own state, as peewee 3.17's PostgreSQL pool
-    did, instead of a round trip to the server (peewee 4's pools send `SELECT 1` or a MySQL ping on each).
-    A connection the server dropped is then found by the first statement on it, not by the pool."""
+    """The same pool, making no round trip of its own: a reference, not a recommended set-up.
+
+    peewee 4's pools send `SELECT 1` (PostgreSQL) or a ping (MySQL) on every check-out, holding the
+    database's lock meanwhile, so no other thread checks a connection in or out during it; with PyMySQL,
+    whose connections don't report their transaction state, they also send a ROLLBACK on every check-in.
+    Here a check-out trusts the connection's own state, as peewee 3.17's PostgreSQL pool does, and a
+    MySQL check-in rolls back only a transaction left open. The cost: a connection the server dropped is
+    found by the first statement on it, which fails that request (why peewee 4 pings).
+    """
     db = peewee_database(url, pool_size)
     if backend_of(url) == "mysql":
+        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
+
         db._is_closed = lambda conn: not conn.open  # PyMySQL's own flag
+        db._can_reuse = lambda conn: _rolled_back_if_open(conn, conn.server_status & SERVER_STATUS_IN_TRANS)
     elif backend_of(url) == "postgresql":
+        # psycopg2 (the driver peewee picks when psycopg 3 is installed too); its check-in is already local
         from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN  # the state only a lost connection has
 
         db._is_closed = lambda conn: bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
-    return db  # SQLite's pool never pings
+    return db  # SQLite's pool checks its connections in process
+
+
+def _rolled_back_if_open(conn, in_transaction):
+    """peewee's MySQL check-in, for a driver that reports its transaction state: whether conn can be reused."""
+    try:
+        if in_transaction:
+            conn.rollback()
+    except Exception:
+        return False
+    return True
 
 
 def held_peewee_database(url):
