@@ -325,15 +325,13 @@ def app_from_environment():
     kind = os.environ["HB_APP"]
     url, table = os.environ.get("HB_DB_URL"), os.environ.get("HB_TABLE")
     secret = os.environ.get("HB_SECRET", "bench secret")
-    if kind == "plugin":
-        return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")))
-    if kind == "pluginnoping":
-        return bottle_app(url, table, secret, with_plugin=True, pool_size=int(os.environ.get("HB_POOL", "8")),
-                          ping=False)
+    pool_size = int(os.environ.get("HB_POOL", "8"))
+    if kind in ("plugin", "pluginnoping"):
+        return bottle_app(url, table, secret, with_plugin=True, pool_size=pool_size, ping=kind == "plugin")
     if kind == "nostore":
         return bottle_app(secret=secret, with_plugin=False)
     if kind in ("floor", "floorheld"):
-        return floor_app(url, table, secret, pool_size=int(os.environ.get("HB_POOL", "8")), held=kind == "floorheld")
+        return floor_app(url, table, secret, pool_size=pool_size, held=kind == "floorheld")
     if kind == "beaker":
         return beaker_app(url, table, secret)
     if kind == "flask":
