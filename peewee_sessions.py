@@ -37,10 +37,13 @@ import contextlib
 import copy
 import datetime
 import hashlib
+import functools
 import hmac
+import http
 import inspect
 import json
 import logging
+import operator
 import os
 import random
 import re
@@ -51,19 +54,24 @@ import time
 import urllib.parse
 import weakref
 from base64 import b64encode
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Type, Union
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledSqliteDatabase  # part of peewee
 
 __version__ = "0.1.0"
 __all__ = [
+    "FlaskSessionInterface",
     "PeeweeSessionStore",
-    "SessionPlugin",
     "Session",
     "SessionCookie",
+    "SessionEngine",
+    "SessionMiddleware",
+    "SessionOptions",
+    "SessionPlugin",
     "SessionStoreError",
     "SessionStoreUnavailable",
+    "StoredSession",
     "TableMissingError",
     "build_session_model",
     "create_table_sql",
@@ -134,15 +142,6 @@ def _iso_z(value: datetime.datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-# Each database keeps the expiry the way connect-session-knex writes it, so that
-# rows written by either side compare correctly against a bound UTC parameter.
-_EXPIRY_TO_DB = {
-    "postgresql": _as_utc,  # timestamptz stores the instant
-    "mysql": lambda value: _as_utc(value).replace(tzinfo=None, microsecond=0),  # DATETIME, UTC
-    "sqlite": _iso_z,  # ISO text; same-format text compares in time order
-}
-
-
 def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
@@ -167,6 +166,23 @@ def _to_json(value: Any, key: Any = _WHOLE) -> str:
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
         ) from None
+
+
+def _object_key(key: Any) -> str:
+    """A session key as a JSON object's key: a str as it is; a number, True, False or None as JSON writes it."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        try:
+            return _ENCODER.encode({key: 0})[2:-4]  # the key as json.dumps converts it ({"1":0})
+        except ValueError:
+            pass  # NaN or an infinity
+    raise TypeError("session key %.80r cannot be a JSON object's key: use a str" % (key,))
+
+
+def _json_object(members: Dict[str, str]) -> str:
+    """A JSON object from str keys and already-encoded values."""
+    return "{" + ",".join([_ENCODER.encode(key) + ":" + text for key, text in members.items()]) + "}"
 
 
 def _find_unstorable(value: Any, path: str = "session", seen: Optional[set] = None) -> str:
@@ -310,6 +326,284 @@ def _check_sid(sid: Any) -> None:
         )
 
 
+# -- Dialects: each database's SQL and its few hooks ------------------------------------------
+
+
+def _database_of(db: peewee.Database) -> peewee.Database:
+    """The real database behind a DatabaseProxy (or the database itself)."""
+    while isinstance(db, peewee.DatabaseProxy):
+        if db.obj is None:
+            raise SessionStoreError("the DatabaseProxy has not been initialized yet")
+        db = db.obj
+    return db
+
+
+def _utc_text(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) as ISO text in UTC, whatever the session's
+    DateStyle and TimeZone; NULL stays NULL.
+
+    psycopg 3 parses timestamps only in the ISO DateStyle, and refuses years outside 1-9999
+    ('infinity', say), which only a damaged row holds: clamped, such an expiry reads as absurd
+    (_checked_expiry) and its row as no session. Fixed-width, so the texts sort as the times do.
+    """
+    clamped = f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
+    return f"""to_char({clamped} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+class _Dialect:
+    """The SQL of one session table on one kind of database, and that database's few hooks.
+
+    One subclass per database, as peewee has a Database subclass per database: the store
+    picks one when it is prepared (_dialect_for) and asks it, never the database's name.
+    Identifiers are validated and quoted once, here; values are always bound.
+    """
+
+    name = ""
+    sess_type = "TEXT"  # the columns' types, for CREATE TABLE
+    expired_type = "DATETIME"
+    atomic_args: Tuple[str, ...] = ()  # what db.atomic() needs to lock before a read-modify-write
+    lock_clause = " FOR UPDATE"  # locks the row a read returns, until the transaction ends
+
+    def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
+        open_quote, close_quote = db.quote
+        self.table = t = open_quote + table + close_quote
+        self.sid = sid = open_quote + sid_column + close_quote
+        self.param = p = db.param
+        sess, expiry = self.sess_text("sess"), self.expiry_text("expired")
+        same = self.same_text(p)  # the row holds the text a load or save left (a compare-and-set)
+        self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
+        self.get_for_update = self.get + self.lock_clause
+        self.replace_if_unchanged = (
+            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {sid} = {p} AND expired > {p} AND {same}")
+        self.touch_if_unchanged = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p} AND {same}"
+        # Values are bound twice (insert, then update) so one form serves all three databases.
+        self.set = (f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {self.upsert(sid)}"
+                    f" sess = {p}, expired = {p}")
+        self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
+        self.destroy = f"DELETE FROM {t} WHERE {sid} = {p}"
+        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
+        self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
+        self.clear = f"DELETE FROM {t}"
+        soonest, latest = self.expiry_text("expired", "MIN"), self.expiry_text("expired", "MAX")
+        self.live_stats = f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p}"
+        self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
+        # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
+        self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
+                            f" ORDER BY expired LIMIT {p})")
+
+    @classmethod
+    def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
+        """The dialect for the server behind db (called once, on a connection the store opened)."""
+        return cls(db, table, sid_column)
+
+    # The hooks: how this database writes what the store asks.
+
+    def sess_text(self, column: str) -> str:
+        """The sess column read as the JSON text it holds."""
+        return column
+
+    def expiry_text(self, column: str, aggregate: str = "") -> str:
+        """The expired column (or an aggregate of it) as read back; _expiry_from_db parses it."""
+        return f"{aggregate}({column})" if aggregate else column
+
+    def same_text(self, param: str) -> str:
+        """A condition: the row's sess is the bound JSON text."""
+        return f"sess = {param}"
+
+    def upsert(self, sid: str) -> str:
+        return f"ON CONFLICT ({sid}) DO UPDATE SET"
+
+    @staticmethod
+    def db_time(value: datetime.datetime) -> Any:
+        """An aware datetime as this database's expired column holds it (as connect-session-knex writes it)."""
+        return _iso_z(value)  # SQLite: ISO text, which compares in time order
+
+    def now(self) -> Any:
+        return self.db_time(_utcnow())
+
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+        """One batch of a sweep: size -> (rows deleted, whether more may be expired)."""
+        return functools.partial(_sweep_in_expiry_order, store)
+
+    def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
+        """The table's size with its indexes (SQLite: only when built with the dbstat table)."""
+        return _scalar(db, "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?",
+                       (table, table + _INDEX_SUFFIX))
+
+    def check_storable(self, sid: str, data: str) -> None:
+        """Refuse, before any statement, a JSON text that this database would refuse."""
+
+
+class _SqliteDialect(_Dialect):
+    name = "sqlite"
+    atomic_args = ("IMMEDIATE",)  # no row locks: the write lock, taken before the read
+    lock_clause = ""
+
+
+class _PostgresqlDialect(_Dialect):
+    name = "postgresql"
+    sess_type = "JSON"
+    expired_type = "TIMESTAMP WITH TIME ZONE"
+
+    def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
+        super().__init__(db, table, sid_column)
+        t, sid, p, expiry = self.table, self.sid, self.param, self.expiry_text("expired")
+        # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
+        self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
+                            f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
+        # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
+        # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
+        # Returns how many rows went and a sample of where their entries sit in the expired index:
+        # their expiries at the given fractions of the way from the lowest to the highest (the
+        # texts sort as the times do, byte by byte).
+        self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
+                            f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
+                            f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
+                            f" SELECT COUNT(*), percentile_disc({p}::float8[])"
+                            f" WITHIN GROUP (ORDER BY {expiry} COLLATE \"C\") FROM gone")
+        # A slice of the expired index, read in order up to its first visible row: an index scan
+        # marks the entries it steps over whose rows are gone for good, so later scans skip them.
+        # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)
+        self.index_slice = (f"SELECT 1 FROM ONLY {t} WHERE expired >= {p} AND expired <= {p}"
+                            f" ORDER BY expired LIMIT 1")
+        # The table's pages now, if this server can scan a range of them (and None if not).
+        self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
+                            f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END")
+
+    def sess_text(self, column: str) -> str:
+        return f"CAST({column} AS TEXT)"  # the driver would decode json itself: every backend decodes alike
+
+    def expiry_text(self, column: str, aggregate: str = "") -> str:
+        return _utc_text(column, aggregate)
+
+    def same_text(self, param: str) -> str:
+        return f"CAST(sess AS TEXT) = {param}"
+
+    @staticmethod
+    def db_time(value: datetime.datetime) -> Any:
+        return _as_utc(value)  # timestamptz stores the instant
+
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+        return _PageOrderSweep(store).step
+
+    def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
+        return _scalar(db, f"SELECT pg_total_relation_size(to_regclass(quote_ident({self.param})))", (table,))
+
+
+# What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
+# end of life).
+_MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
+
+
+class _MysqlDialect(_Dialect):
+    name = "mysql"
+    sess_type = "JSON"
+    group_concat_lift = ""  # MariaDB's prefix for a statement that aggregates many keys
+
+    def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
+        super().__init__(db, table, sid_column)
+        t, sid, p, lift = self.table, self.sid, self.param, self.group_concat_lift
+        # Each read returns one row: how many keys it read, the keys as one JSON array and the last
+        # one. A thousand rows parsed by the driver would hold the sweeping process's GIL (and so its
+        # requests) for milliseconds a batch. The array is UTF-8 bytes whatever the column's and the
+        # connection's character sets.
+
+        def read_keys(keys: str, rows: str) -> str:
+            return (f"{lift}SELECT COUNT(*), CAST(JSON_ARRAYAGG(CONVERT({keys} USING utf8mb4)) AS BINARY),"
+                    f" MAX({sid}) FROM ({rows}) AS batch")
+
+        self.sweep_expired_keys = read_keys(
+            sid, f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}")
+        self.sweep_window = {  # the next `size` keys, from the start or after a key; live ones are null
+            after: read_keys(f"CASE WHEN expired <= {p} THEN {sid} END",
+                             f"SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}")
+            for after, where in ((False, ""), (True, f"WHERE {sid} > {p} "))
+        }
+        # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
+        self._delete_expired_keys = (f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY)"
+                                     f" WHERE expired <= {p} AND {sid} IN ({{keys}})")
+
+    @classmethod
+    def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
+        """MariaDB's dialect or MySQL's; refuses, by name, a server the store cannot sweep on."""
+        version = db.execute_sql("SELECT VERSION()").fetchone()[0]
+        try:
+            db.execute_sql(_MYSQL_FEATURE_PROBE).fetchone()
+        except peewee.DatabaseError as exc:
+            raise SessionStoreError("peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
+                                    "this server is %s" % version) from exc
+        dialect = _MariadbDialect if "mariadb" in version.lower() else _MysqlDialect
+        return dialect(db, table, sid_column)
+
+    def same_text(self, param: str) -> str:
+        return f"sess = CAST({param} AS JSON)"  # MySQL's JSON type normalizes: compare JSON values
+
+    def upsert(self, sid: str) -> str:
+        return "ON DUPLICATE KEY UPDATE"
+
+    @staticmethod
+    def db_time(value: datetime.datetime) -> Any:
+        return _as_utc(value).replace(tzinfo=None, microsecond=0)  # DATETIME in UTC, whole seconds
+
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+        return _KeyOrderSweep(store.db, self).step
+
+    def delete_expired_keys(self, count: int) -> str:
+        """A DELETE of the expired rows among `count` sids, bound after the time."""
+        return self._delete_expired_keys.replace("{keys}", ", ".join([self.param] * count))
+
+    def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
+        return _scalar(db, "SELECT data_length + index_length FROM information_schema.tables "
+                           f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
+
+    def check_storable(self, sid: str, data: str) -> None:
+        # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
+        # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
+        if "\\ud" in data:
+            sess = json.loads(data)
+            try:
+                json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
+            except UnicodeEncodeError:
+                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate"
+                                % _find_lone_surrogate(sess, "session")) from None
+
+
+class _MariadbDialect(_MysqlDialect):
+    # MariaDB cuts JSON_ARRAYAGG at group_concat_max_len: lifted for the one statement.
+    group_concat_lift = "SET STATEMENT group_concat_max_len = 4294967295 FOR "
+
+    def same_text(self, param: str) -> str:
+        return f"BINARY sess = {param}"  # MariaDB keeps JSON as the text it was given
+
+
+_DIALECTS: Tuple[Tuple[type, Type[_Dialect]], ...] = (
+    (peewee.PostgresqlDatabase, _PostgresqlDialect),
+    (peewee.MySQLDatabase, _MysqlDialect),
+    (peewee.SqliteDatabase, _SqliteDialect),
+)
+_DIALECT_NAMES = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
+                  "mysql": peewee.MySQLDatabase}
+
+
+def _dialect_for(db: peewee.Database) -> Type[_Dialect]:
+    """The dialect class of a database (through a DatabaseProxy)."""
+    db = _database_of(db)
+    for database_class, dialect in _DIALECTS:
+        if isinstance(db, database_class):
+            return dialect
+    raise TypeError("peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__)
+
+
+def _scalar(db: peewee.Database, sql: str, params: tuple) -> Optional[int]:
+    """A query's one number, or None where the database can't answer it (a table SQLite wasn't built with)."""
+    try:
+        with db.atomic():  # on PostgreSQL a failed statement must not poison an open transaction
+            row = db.execute_sql(sql, params).fetchone()
+    except peewee.DatabaseError:
+        return None
+    return None if row is None or row[0] is None else int(row[0])
+
+
 # -- The model: connect-session-knex's table, built at run time -------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -326,56 +620,31 @@ def _check_identifier(name: Any, what: str, max_length: int = _MAX_IDENTIFIER) -
     return name
 
 
-def _database_of(db: peewee.Database) -> peewee.Database:
-    """The real database behind a DatabaseProxy (or the database itself)."""
-    while isinstance(db, peewee.DatabaseProxy):
-        if db.obj is None:
-            raise SessionStoreError("the DatabaseProxy has not been initialized yet")
-        db = db.obj
-    return db
-
-
-def _dialect_of(db: peewee.Database) -> str:
-    db = _database_of(db)
-    for cls, dialect in (
-        (peewee.PostgresqlDatabase, "postgresql"),
-        (peewee.MySQLDatabase, "mysql"),
-        (peewee.SqliteDatabase, "sqlite"),
-    ):
-        if isinstance(db, cls):
-            return dialect
-    raise TypeError("peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__)
-
-
 class SessionDataField(peewee.Field):
     """`sess`: json on PostgreSQL and MySQL/MariaDB, text on SQLite; Python dicts in and out."""
 
-    _column_types = {"postgresql": "JSON", "mysql": "JSON", "sqlite": "TEXT"}
-
     def ddl_datatype(self, ctx):
-        return peewee.SQL(self._column_types[_dialect_of(self.model._meta.database)])
+        return peewee.SQL(_dialect_for(self.model._meta.database).sess_type)
 
     def db_value(self, value):
         return None if value is None else _to_json(value)
 
     def python_value(self, value):
-        if value is None or _dialect_of(self.model._meta.database) == "postgresql":
-            return value  # psycopg2 has decoded it already
+        if value is None or not isinstance(value, (str, bytes, bytearray)):
+            return value  # decoded by the driver already (PostgreSQL's)
         return _session_from_json("(read through the model)", value)
 
 
 class ExpiryField(peewee.Field):
     """`expired`: timestamptz on PostgreSQL, a UTC DATETIME on MySQL, ISO text on SQLite."""
 
-    _column_types = {"postgresql": "TIMESTAMP WITH TIME ZONE", "mysql": "DATETIME", "sqlite": "DATETIME"}
-
     def ddl_datatype(self, ctx):
-        return peewee.SQL(self._column_types[_dialect_of(self.model._meta.database)])
+        return peewee.SQL(_dialect_for(self.model._meta.database).expired_type)
 
     def db_value(self, value):
         if value is None or not isinstance(value, datetime.datetime):
             return value
-        return _EXPIRY_TO_DB[_dialect_of(self.model._meta.database)](value)
+        return _dialect_for(self.model._meta.database).db_time(value)
 
     def python_value(self, value):
         return None if value is None else _expiry_from_db(value)
@@ -406,141 +675,68 @@ def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: s
 # -- The store -------------------------------------------------------------------------------
 
 
-# The sweep's pacing (see sweep_batches): a batch slower than this halves the next, and after
-# each batch the sweep rests this many times as long as it took.
-SWEEP_SLOW_BATCH_S = 0.05
-SWEEP_REST_RATIO = 2.0
-# close() waits at most this long for a sweep under way to finish its batch.
-SWEEP_STOP_WAIT_S = 5.0
-# MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
-SWEEP_WALK_MIN_SHARE = 0.25
-# PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most,
-# and samples this many expiries of each window's deleted rows.
-SWEEP_FIRST_WINDOW_PAGES = 8
-SWEEP_MAX_WINDOW_PAGES = 1024
-SWEEP_WINDOW_SAMPLE = 16
+class StoredSession(NamedTuple):
+    """A session as its row holds it: the data ("cookie" included), when the row expires, and a token
+    (the row's text) by which a later save() finds out whether another request wrote the row since."""
+
+    data: dict
+    expires: datetime.datetime
+    token: str
 
 
-def _utc_text(column: str, aggregate: str = "") -> str:
-    """PostgreSQL: a timestamptz column (or an aggregate of it) as ISO text in UTC, whatever the session's
-    DateStyle and TimeZone; NULL stays NULL.
+class _Connection:
+    """Opens this thread's connection when it has none, and on exit closes only what it opened.
 
-    psycopg 3 parses timestamps only in the ISO DateStyle, and refuses years outside 1-9999
-    ('infinity', say), which only a damaged row holds: clamped, such an expiry reads as absurd
-    (_checked_expiry) and its row as no session. Fixed-width, so the texts sort as the times do.
+    A database error raised in the block (the store's own statements) leaves as this library's
+    (see _translated), but for what `passing` names: an exception, or a class of them.
     """
-    clamped = f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
-    return f"""to_char({clamped} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+    __slots__ = ("db", "opened", "discard", "passing")
+
+    def __init__(self, db: peewee.Database, discard: bool = False,
+                 passing: Union[BaseException, type, None] = None) -> None:
+        self.db = db
+        self.opened = False
+        self.discard = discard  # close a pooled connection rather than return it to the pool
+        self.passing = passing
+
+    def open(self) -> None:
+        # is_closed() is this thread's own state; connect() would take the database-wide lock.
+        if not self.opened and self.db.is_closed():
+            try:
+                self.opened = self.db.connect(reuse_if_open=True)
+            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+                raise _translated(exc) from exc
+            except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
+                raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
+
+    def close(self) -> None:
+        if self.opened:
+            self.opened = False
+            try:
+                if self.discard and isinstance(_database_of(self.db), PooledDatabase):
+                    self.db.manual_close()
+                else:
+                    self.db.close()
+            except (peewee.DatabaseError, peewee.InterfaceError):
+                pass  # a connection the server already dropped: it is gone either way
+
+    def __enter__(self) -> "_Connection":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
+        self.close()
+        passing = self.passing
+        if exc is None or exc is passing or (
+                isinstance(passing, type) and isinstance(exc, passing)):
+            return
+        translated = _translated(exc)
+        if translated is not exc:
+            raise translated from exc
 
 
-class _Statements:
-    """The store's SQL, written once per store: identifiers validated and quoted, values always bound."""
-
-    def __init__(self, db: peewee.Database, dialect: str, table: str, sid_column: str, mariadb: bool = False) -> None:
-        open_quote, close_quote = db.quote
-        t = open_quote + table + close_quote
-        sid = open_quote + sid_column + close_quote
-        p = self.param = db.param
-        self.dialect = dialect
-        self.mariadb = mariadb
-        self.db_time = _EXPIRY_TO_DB[dialect]  # an aware datetime as this database's expired column wants it
-        upsert = "ON DUPLICATE KEY UPDATE" if dialect == "mysql" else "ON CONFLICT (%s) DO UPDATE SET" % sid
-        # PostgreSQL's driver would decode json itself: read text, so every backend decodes alike.
-        sess = "CAST(sess AS TEXT)" if dialect == "postgresql" else "sess"
-        expiry = _utc_text("expired") if dialect == "postgresql" else "expired"
-        self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
-        # SQLite has no row locks: its transaction takes the write lock (BEGIN IMMEDIATE) instead.
-        self.get_for_update = self.get + ("" if dialect == "sqlite" else " FOR UPDATE")
-        # Compared as the same text get() read; MySQL's JSON type normalizes, so compare JSON values there.
-        stored = {"postgresql": "CAST(sess AS TEXT) = %s", "sqlite": "sess = %s",
-                  "mysql": "BINARY sess = %s" if mariadb else "sess = CAST(%s AS JSON)"}[dialect] % p
-        self.replace_if_unchanged = (
-            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {sid} = {p} AND expired > {p} AND {stored}"
-        )
-        # Values are bound twice (insert, then update) so one form serves all three databases.
-        self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {upsert} sess = {p}, expired = {p}"
-        self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
-        self.destroy = f"DELETE FROM {t} WHERE {sid} = {p}"
-        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
-        self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
-        self.clear = f"DELETE FROM {t}"
-        soonest, latest = ((_utc_text("expired", "MIN"), _utc_text("expired", "MAX")) if dialect == "postgresql"
-                           else ("MIN(expired)", "MAX(expired)"))
-        self.live_stats = f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p}"
-        self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
-        # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
-        # A backlog is walked in the table's own order instead (see _KeyOrderSweep and _PageOrderSweep).
-        if dialect == "mysql":
-            # Each read returns one row: how many keys it read, the keys as one JSON array and the last
-            # one. A thousand rows parsed by the driver would hold the sweeping process's GIL (and so its
-            # requests) for milliseconds a batch. The array is UTF-8 bytes whatever the column's and the
-            # connection's character sets, and MariaDB, which cuts it at group_concat_max_len, has that
-            # limit lifted for the one statement.
-            lift = "SET STATEMENT group_concat_max_len = 4294967295 FOR " if mariadb else ""
-
-            def read_keys(keys: str, rows: str) -> str:
-                return (f"{lift}SELECT COUNT(*), CAST(JSON_ARRAYAGG(CONVERT({keys} USING utf8mb4)) AS BINARY),"
-                        f" MAX({sid}) FROM ({rows}) AS batch")
-
-            self.sweep_expired_keys = read_keys(sid, f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}")
-            self.sweep_window = {  # the next `size` keys, from the start or after a key; live ones are null
-                after: read_keys(f"CASE WHEN expired <= {p} THEN {sid} END",
-                                 f"SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}")
-                for after, where in ((False, ""), (True, f"WHERE {sid} > {p} "))
-            }
-            # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
-            self._delete_expired_keys = (f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY)"
-                                         f" WHERE expired <= {p} AND {sid} IN ({{keys}})")
-        elif dialect == "postgresql":
-            # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
-            self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
-                                f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
-            # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
-            # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
-            # Returns how many rows went and a sample of where their entries sit in the expired index:
-            # their expiries at the given fractions of the way from the lowest to the highest (the
-            # texts sort as the times do, byte by byte).
-            self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
-                                f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
-                                f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
-                                f" SELECT COUNT(*), percentile_disc({p}::float8[]) WITHIN GROUP (ORDER BY {expiry} COLLATE \"C\") FROM gone")
-            # A slice of the expired index, read in order up to its first visible row: an index scan
-            # marks the entries it steps over whose rows are gone for good, so later scans skip them.
-            # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)
-            self.index_slice = f"SELECT 1 FROM ONLY {t} WHERE expired >= {p} AND expired <= {p} ORDER BY expired LIMIT 1"
-            # The table's pages now, if this server can scan a range of them (and None if not).
-            self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
-                                f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END")
-        else:
-            self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
-                                f" ORDER BY expired LIMIT {p})")
-
-    def now(self) -> Any:
-        return self.db_time(_utcnow())
-
-    def delete_expired_keys(self, count: int) -> str:
-        """MySQL: a DELETE of the expired rows among `count` sids, bound after the time."""
-        return self._delete_expired_keys.replace("{keys}", ", ".join([self.param] * count))
-
-
-# What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past end of life).
-_MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
-
-
-def _check_mysql_server(db: peewee.Database) -> bool:
-    """Whether a MySQL-protocol server is MariaDB; refuses, by name, one the store cannot sweep on."""
-    version = db.execute_sql("SELECT VERSION()").fetchone()[0]
-    try:
-        db.execute_sql(_MYSQL_FEATURE_PROBE).fetchone()
-    except peewee.DatabaseError as exc:
-        raise SessionStoreError("peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
-                                "this server is %s" % version) from exc
-    return "mariadb" in version.lower()
-
-
-def _json_object(members: Dict[str, str]) -> str:
-    """A JSON object from keys and already-encoded values."""
-    return "{" + ",".join("%s:%s" % (json.dumps(key), text) for key, text in members.items()) + "}"
+_DEFAULT = object()  # an option left out
 
 
 class PeeweeSessionStore:
@@ -549,8 +745,9 @@ class PeeweeSessionStore:
     `db` is any peewee database (SQLite, PostgreSQL, MySQL/MariaDB, pooled or
     behind a DatabaseProxy); None means SQLite in ./peewee_sessions.sqlite (WAL).
     The table (connect-session-knex's schema) is created when missing unless
-    create_table=False. Expired rows are swept every `clear_interval` seconds
-    on a daemon timer started on first use; 0 or None disables it.
+    create_table=False. Expired rows are swept every `sweep_interval` seconds
+    (connect-session-knex calls it `clear_interval`, also accepted) on a daemon
+    timer started on first use; 0 or None disables it.
     """
 
     def __init__(
@@ -560,7 +757,8 @@ class PeeweeSessionStore:
         table_name: str = "sessions",
         sid_field_name: str = "sid",
         create_table: bool = True,
-        clear_interval: Optional[float] = 60.0,
+        sweep_interval: Optional[float] = 60.0,
+        clear_interval: Any = _DEFAULT,
         on_cleanup_error: Optional[Callable[[Exception], Any]] = None,
         sweep_batch_size: int = 1000,
         max_session_size: Optional[int] = 1 << 20,
@@ -579,9 +777,11 @@ class PeeweeSessionStore:
         self.sweep_batch_size = int(sweep_batch_size)
         if self.sweep_batch_size < 1:
             raise ValueError("sweep_batch_size must be at least 1")
-        self._sweeper = _Sweeper(self, clear_interval, on_cleanup_error)
+        if clear_interval is not _DEFAULT:
+            sweep_interval = clear_interval
+        self._sweeper = _Sweeper(self, sweep_interval, on_cleanup_error)
         self._lock = threading.Lock()
-        self._sql: Optional[_Statements] = None
+        self._dialect: Optional[_Dialect] = None
         # A DatabaseProxy may be initialized after the store is made, and a server may
         # be down while the app starts: then the table is checked on first use instead.
         if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:
@@ -590,23 +790,24 @@ class PeeweeSessionStore:
             except SessionStoreUnavailable as exc:
                 logger.warning("%s; the session table will be checked on first use", exc)
 
-    # The table and the statements, once per store.
+    # The table and its dialect, once per store.
 
     @property
-    def _statements(self) -> _Statements:
-        return self._sql or self._prepare()
+    def dialect(self) -> _Dialect:
+        """The SQL and hooks for this store's table on its database (made on first use)."""
+        return self._dialect or self._prepare()
 
-    def _prepare(self) -> _Statements:
+    def _prepare(self) -> _Dialect:
         with self._lock:
-            if self._sql is None:
-                dialect = _dialect_of(self.db)
+            if self._dialect is None:
+                dialect_class = _dialect_for(self.db)
                 # Closed for good, not put back in a pool: a store made in a process that forks its
                 # workers (gunicorn --preload) would leave them all one shared socket.
                 with _Connection(self.db, discard=True):
-                    mariadb = dialect == "mysql" and _check_mysql_server(self.db)
+                    dialect = dialect_class.for_server(_database_of(self.db), self.table_name, self.sid_field_name)
                     self._ensure_table()  # not on a server the store refuses
-                self._sql = _Statements(_database_of(self.db), dialect, self.table_name, self.sid_field_name, mariadb)
-            return self._sql
+                self._dialect = dialect
+            return self._dialect
 
     def _ensure_table(self) -> None:
         if self.db.table_exists(self.table_name):
@@ -623,9 +824,24 @@ class PeeweeSessionStore:
             if not self.db.table_exists(self.table_name):
                 raise
 
-    def connection(self) -> "_Connection":
+    def connection(self) -> _Connection:
         """A context that opens a connection if this thread has none, and closes only what it opened."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction on this thread's connection (joining the app's own, if one is open).
+
+        On SQLite it takes the write lock first (BEGIN IMMEDIATE), as it has no row locks.
+        """
+        connection = _Connection(self.db)
+        with connection, self.db.atomic(*self.dialect.atomic_args):
+            try:
+                yield
+            except BaseException as exc:
+                connection.passing = exc  # raised by the block (the app's own queries too): not ours to translate
+                raise
+            connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
         """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
@@ -638,24 +854,27 @@ class PeeweeSessionStore:
 
     def get(self, sid: str) -> Optional[dict]:
         """The stored session, or None when it is missing, expired or damaged."""
-        found = self.get_with_expiry(sid)
-        return None if found is None else found[0]
+        found = self.load(sid)
+        return None if found is None else found.data
 
     def get_with_expiry(self, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
         """(session, expiry as an aware UTC datetime), or None like get()."""
-        _check_sid(sid)
-        found = self._load(sid)
-        return None if found is None else found[:2]
+        found = self.load(sid)
+        return None if found is None else (found.data, found.expires)
 
-    def _load(self, sid: str, for_update: bool = False) -> Optional[Tuple[dict, datetime.datetime, str]]:
-        """(session, expiry, the stored JSON text): the text lets a later save check nothing changed since."""
-        sql = self._statements
-        row = self._execute(sql.get_for_update if for_update else sql.get, (sid, sql.now()), "fetchone")
+    def load(self, sid: str, for_update: bool = False) -> Optional[StoredSession]:
+        """The live session with its expiry and token, or None like get().
+
+        for_update locks the row until the transaction ends (inside transaction()).
+        """
+        _check_sid(sid)
+        dialect = self.dialect
+        row = self._execute(dialect.get_for_update if for_update else dialect.get, (sid, dialect.now()), "fetchone")
         if row is None:
             return None
         sess = _session_from_json(sid, row[0])
         expiry = _checked_expiry(sid, row[1])
-        return None if sess is None or expiry is None else (sess, expiry, row[0])
+        return None if sess is None or expiry is None else StoredSession(sess, expiry, row[0])
 
     def set(self, sid: str, sess: dict) -> None:
         """Insert or replace a session, in one statement. Its expiry comes from sess['cookie']."""
@@ -665,14 +884,40 @@ class PeeweeSessionStore:
         cookie = sess.get("cookie")
         if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime.datetime):
             sess = dict(sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"])))  # as a JS Date serializes
-        self._set_text(sid, _to_json(sess), expires)
+        self._write(sid, _to_json(sess), expires)
 
-    def _set_text(self, sid: str, data: str, expires: datetime.datetime) -> None:
+    def _write(self, sid: str, text: str, expires: datetime.datetime) -> None:
         """set() for a session already encoded as JSON text."""
-        sql = self._statements
-        self._check_storable(sid, data)
-        expired = sql.db_time(expires)
-        self._execute(sql.set, (sid, data, expired, data, expired))
+        dialect = self.dialect
+        self._check_storable(sid, text)
+        expired = dialect.db_time(expires)
+        self._execute(dialect.set, (sid, text, expired, text, expired))
+
+    def save(self, sid: str, text: str, changes: Dict[str, str], removed: Iterable[str],
+             expires: datetime.datetime, token: Optional[str]) -> Optional[str]:
+        """Save a session as one request changed it; returns the new token, or None when the row is gone.
+
+        `text` is the whole session as JSON, `changes` the JSON of each key the request set
+        ("cookie" among them when it changed the session's lifetime), `removed` the keys it
+        deleted, and `token` what load() or the last save() returned (None: a session the
+        store doesn't hold yet, which is inserted). When the row still holds `token`, nobody
+        wrote it since: the whole text replaces it, in one UPDATE. Otherwise the changes are
+        merged into the row as it is now, under its lock, so what other requests wrote to
+        other keys (and to the lifetime) stays. A row that is gone, destroyed or expired
+        meanwhile, is never brought back.
+        """
+        _check_sid(sid)
+        self._check_storable(sid, text)
+        dialect = self.dialect
+        if token is None:
+            self._write(sid, text, expires)
+            return text
+        if token:
+            params = (text, dialect.db_time(expires), sid, dialect.now(), token)
+            if self._execute(dialect.replace_if_unchanged, params).rowcount > 0:
+                return text
+        merged = self._merge(sid, changes, removed, expires if "cookie" in changes else None)
+        return None if merged is None else ""  # "": the row holds keys this request hasn't seen: merge again
 
     def patch(self, sid: str, changes: Dict[str, Any], removed: Iterable[str] = ()) -> bool:
         """Set some top-level keys of a live session and remove others, leaving the rest as stored.
@@ -684,38 +929,43 @@ class PeeweeSessionStore:
         row: returns False when there is no live one.
         """
         _check_sid(sid)
-        encoded = {key: _to_json(value, key) for key, value in changes.items()}  # refused before any query
-        gone = set(removed) - encoded.keys()
-        with self._transaction():
-            found = self._load(sid, for_update=True)
-            if found is None:
-                return False
-            stored, expires, _ = found
-            members = {key: encoded[key] if key in encoded else _to_json(value, key)
-                       for key, value in stored.items() if key not in gone}
-            members.update(encoded)  # a new key goes last; a changed one keeps its place
-            if isinstance(changes.get("cookie"), dict):
-                expires = _expiry_of(changes, _utcnow())
-            self._set_text(sid, _json_object(members), expires)
-        return True
+        encoded = {_object_key(key): _to_json(value, key) for key, value in changes.items()}  # before any query
+        cookie = changes.get("cookie")
+        expires = _expiry_of(changes, _utcnow()) if isinstance(cookie, dict) else None
+        return self._merge(sid, encoded, removed, expires) is not None
 
-    def touch(self, sid: str, sess: dict) -> None:
-        """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row."""
+    def _merge(self, sid: str, changes: Dict[str, str], removed: Iterable[str],
+               expires: Optional[datetime.datetime]) -> Optional[str]:
+        """Merge encoded changes into the live row under its lock: the merged text, or None when it is gone.
+
+        The expiry moves only when `expires` is given (the lifetime changed); else it stays as stored.
+        """
+        gone = set(removed) - changes.keys()
+        with self.transaction():
+            found = self.load(sid, for_update=True)
+            if found is None:
+                return None
+            members = {key: changes[key] if key in changes else _to_json(value, key)
+                       for key, value in found.data.items() if key not in gone}
+            members.update(changes)  # a new key goes last; a changed one keeps its place
+            text = _json_object(members)
+            self._write(sid, text, found.expires if expires is None else expires)
+        return text
+
+    def touch(self, sid: str, sess: dict, token: Optional[str] = None) -> None:
+        """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row.
+
+        With a token (from load() or save()), only if nobody wrote the row since: a request that
+        wrote it set its expiry then, from a lifetime that may not be this one's any more.
+        """
         _check_sid(sid)
         _check_session(sess)
-        sql, now = self._statements, _utcnow()
-        self._execute(sql.touch, (sql.db_time(_expiry_of(sess, now)), sid, sql.db_time(now)))
-
-    def _replace_if_unchanged(self, sid: str, data: str, expires: datetime.datetime, stored_text: str) -> bool:
-        """Write a whole session (JSON text) only if the row still holds stored_text: a compare-and-set.
-
-        When it does, writing the whole document is the same as merging this
-        request's changes, and costs the database far less than patch().
-        """
-        sql = self._statements
-        self._check_storable(sid, data)
-        params = (data, sql.db_time(expires), sid, sql.now(), stored_text)
-        return self._execute(sql.replace_if_unchanged, params).rowcount > 0
+        dialect, now = self.dialect, _utcnow()
+        expires = dialect.db_time(_expiry_of(sess, now))
+        if token:
+            self._execute(dialect.touch_if_unchanged, (expires, sid, dialect.db_time(now), token))
+        else:
+            self._execute(dialect.touch, (expires, sid, dialect.db_time(now)))
 
     @contextlib.contextmanager
     def locked(self, sid: str) -> Iterator[Optional[Tuple[dict, datetime.datetime]]]:
@@ -726,43 +976,32 @@ class PeeweeSessionStore:
         inside it cannot lose a concurrent update.
         """
         _check_sid(sid)
-        with self._transaction():
-            found = self._load(sid, for_update=True)
-            yield None if found is None else found[:2]
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # SQLite has no row locks: BEGIN IMMEDIATE takes the write lock before the read.
-        lock_type = ["IMMEDIATE"] if self._statements.dialect == "sqlite" else []
-        connection = _Connection(self.db)
-        with connection, self.db.atomic(*lock_type):
-            try:
-                yield
-            except BaseException as exc:
-                connection.passing = exc  # raised by the block (the app's own queries too): not ours to translate
-                raise
-            connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
+        with self.transaction():
+            found = self.load(sid, for_update=True)
+            yield None if found is None else (found.data, found.expires)
 
     def destroy(self, sid: str) -> int:
         """Delete a session; returns how many rows went (0 or 1)."""
         _check_sid(sid)
-        return self._execute(self._statements.destroy, (sid,)).rowcount
+        return self._execute(self.dialect.destroy, (sid,)).rowcount
 
     def length(self) -> int:
-        """How many live sessions there are."""
-        sql = self._statements
-        return self._execute(sql.length, (sql.now(),), "fetchone")[0]
+        """How many live sessions there are (also len(store))."""
+        dialect = self.dialect
+        return self._execute(dialect.length, (dialect.now(),), "fetchone")[0]
+
+    __len__ = length
 
     def all(self) -> Dict[str, dict]:
         """Every live session, by id (damaged rows are logged and left out)."""
-        sql = self._statements
-        rows = self._execute(sql.all, (sql.now(),), "fetchall")
+        dialect = self.dialect
+        rows = self._execute(dialect.all, (dialect.now(),), "fetchall")
         sessions = ((sid, _session_from_json(sid, raw)) for sid, raw in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
     def clear(self) -> int:
-        """Delete every session; returns how many rows went."""
-        return self._execute(self._statements.clear, ()).rowcount
+        """Delete every session, live or not; returns how many rows went."""
+        return self._execute(self.dialect.clear, ()).rowcount
 
     def sweep(self) -> int:
         """Delete the expired sessions now, in batches; returns how many rows went."""
@@ -779,14 +1018,9 @@ class PeeweeSessionStore:
         order (_KeyOrderSweep), on PostgreSQL in page order (_PageOrderSweep), whose last steps read
         the index and yield 0.
         """
-        sql, largest = self._statements, self.sweep_batch_size
+        largest = self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
-        if sql.dialect == "mysql":
-            sweep_one = _KeyOrderSweep(self.db, sql).step
-        elif sql.dialect == "postgresql":
-            sweep_one = _PageOrderSweep(self).step
-        else:
-            sweep_one = self._sweep_one
+        sweep_one = self.dialect.sweeper(self)
         with _Connection(self.db):
             while True:
                 started = time.perf_counter()
@@ -801,19 +1035,13 @@ class PeeweeSessionStore:
                     batch = min(largest, batch * 2)
                 time.sleep(took * SWEEP_REST_RATIO)
 
-    def _sweep_one(self, size: int) -> Tuple[int, bool]:
-        """One batch, one statement: (rows deleted, whether more may be expired)."""
-        sql = self._statements
-        count = self.db.execute_sql(sql.sweep_batch, (sql.now(), size)).rowcount
-        return count, count == size
-
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
-        sql = self._statements
+        dialect = self.dialect
         with _Connection(self.db):
-            live, soonest, latest = self.db.execute_sql(sql.live_stats, (sql.now(),)).fetchone()
-            expired = self.db.execute_sql(sql.expired_count, (sql.now(),)).fetchone()[0]
-            size = _table_bytes(self.db, sql.dialect, self.table_name)
+            live, soonest, latest = self.db.execute_sql(dialect.live_stats, (dialect.now(),)).fetchone()
+            expired = self.db.execute_sql(dialect.expired_count, (dialect.now(),)).fetchone()[0]
+            size = dialect.table_bytes(self.db, self.table_name)
         return {
             "live": live,
             "expired": expired,
@@ -827,15 +1055,7 @@ class PeeweeSessionStore:
         if self.max_session_size is not None and len(data) > self.max_session_size:
             raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
                              % (sid, len(data), self.max_session_size))
-        # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
-        # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
-        if "\\ud" in data and self._statements.dialect == "mysql":
-            sess = json.loads(data)
-            try:
-                json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
-            except UnicodeEncodeError:
-                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate"
-                                % _find_lone_surrogate(sess, "session")) from None
+        self.dialect.check_storable(sid, data)
 
     def close(self) -> None:
         """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
@@ -850,6 +1070,41 @@ class PeeweeSessionStore:
 
     def __repr__(self) -> str:
         return "<PeeweeSessionStore %s on %s>" % (self.table_name, type(_database_of(self.db)).__name__)
+
+
+def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
+    """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them."""
+    if isinstance(db, str):
+        if db not in _DIALECT_NAMES:
+            raise ValueError("dialect must be one of %s, not %r" % (", ".join(_DIALECT_NAMES), db))
+        db = _DIALECT_NAMES[db](None)  # an uninitialized database: enough to write its SQL
+    model = build_session_model(db, table_name, sid_field_name)
+    queries = [model._schema._create_table(safe=True)] + model._schema._create_indexes(safe=True)
+    return [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
+
+
+# -- Sweeping --------------------------------------------------------------------------------
+
+# The sweep's pacing (see sweep_batches): a batch slower than this halves the next, and after
+# each batch the sweep rests this many times as long as it took.
+SWEEP_SLOW_BATCH_S = 0.05
+SWEEP_REST_RATIO = 2.0
+# close() waits at most this long for a sweep under way to finish its batch.
+SWEEP_STOP_WAIT_S = 5.0
+# MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
+SWEEP_WALK_MIN_SHARE = 0.25
+# PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most,
+# and samples this many expiries of each window's deleted rows.
+SWEEP_FIRST_WINDOW_PAGES = 8
+SWEEP_MAX_WINDOW_PAGES = 1024
+SWEEP_WINDOW_SAMPLE = 16
+
+
+def _sweep_in_expiry_order(store: PeeweeSessionStore, size: int) -> Tuple[int, bool]:
+    """One batch, one statement: (rows deleted, whether more may be expired)."""
+    dialect = store.dialect
+    count = store.db.execute_sql(dialect.sweep_batch, (dialect.now(), size)).rowcount
+    return count, count == size
 
 
 class _KeyOrderSweep:
@@ -869,7 +1124,7 @@ class _KeyOrderSweep:
 
     __slots__ = ("db", "sql", "walking", "walked", "cursor")
 
-    def __init__(self, db: peewee.Database, sql: _Statements) -> None:
+    def __init__(self, db: peewee.Database, sql: "_MysqlDialect") -> None:
         self.db, self.sql = db, sql
         self.walking = self.walked = False  # a sweep walks at most once
         self.cursor: Optional[str] = None  # the last key the walk has read; None: the start of the table
@@ -960,16 +1215,16 @@ class _PageOrderSweep:
             return self._next_window(size)
         if self.slice_from is not None:
             return self._next_index_slice(size)
-        count, more = self.store._sweep_one(size)
+        count, more = _sweep_in_expiry_order(self.store, size)
         if more and not self.walked:
             self.walked = True  # a backlog: walk it, if this server can
-            sql = self.store._statements
+            sql = self.store.dialect
             self.end = self.store.db.execute_sql(sql.table_pages, (self.store.table_name,)).fetchone()[0] or 0
             self.walking = self.end > 0
         return count, more
 
     def _next_window(self, size: int) -> Tuple[int, bool]:
-        sql = self.store._statements
+        sql = self.store.dialect
         first, end, now = self.page, min(self.page + self.window, self.end), sql.now()
         params = ("(%d,0)" % first, "(%d,0)" % end, now, size, now, self._sample_fractions())
         deleted, expiries = self.store.db.execute_sql(sql.sweep_pages, params).fetchone()
@@ -1017,872 +1272,9 @@ class _PageOrderSweep:
         while self.sample and entries < size:
             last, rows = self.sample.pop()
             entries += rows
-        self.store.db.execute_sql(self.store._statements.index_slice, (first, last)).fetchall()
+        self.store.db.execute_sql(self.store.dialect.index_slice, (first, last)).fetchall()
         self.slice_from = last if self.sample else None
         return 0, self.slice_from is not None
-
-
-def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]:
-    """The table's size with its indexes, where the database reports it (SQLite needs its dbstat table)."""
-    queries = {
-        "postgresql": "SELECT pg_total_relation_size(to_regclass(quote_ident(%s)))" % db.param,
-        "mysql": "SELECT data_length + index_length FROM information_schema.tables "
-                 "WHERE table_schema = DATABASE() AND table_name = %s" % db.param,
-        "sqlite": "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?",
-    }
-    params = (table, table + _INDEX_SUFFIX) if dialect == "sqlite" else (table,)
-    try:
-        with db.atomic():  # on PostgreSQL a failed statement must not poison an open transaction
-            row = db.execute_sql(queries[dialect], params).fetchone()
-    except peewee.DatabaseError:
-        return None  # e.g. SQLite built without dbstat
-    return None if row is None or row[0] is None else int(row[0])
-
-
-def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
-    """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them."""
-    if isinstance(db, str):
-        databases = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
-                     "mysql": peewee.MySQLDatabase}
-        if db not in databases:
-            raise ValueError("dialect must be one of %s, not %r" % (", ".join(databases), db))
-        db = databases[db](None)  # an uninitialized database: enough to write its SQL
-    model = build_session_model(db, table_name, sid_field_name)
-    queries = [model._schema._create_table(safe=True)] + model._schema._create_indexes(safe=True)
-    return [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
-
-
-class _Connection:
-    """Opens this thread's connection when it has none, and on exit closes only what it opened.
-
-    A database error raised in the block (the store's own statements) leaves as this library's
-    (see _translated), but for what `passing` names: an exception, or a class of them.
-    """
-
-    __slots__ = ("db", "opened", "discard", "passing")
-
-    def __init__(self, db: peewee.Database, discard: bool = False,
-                 passing: Union[BaseException, type, None] = None) -> None:
-        self.db = db
-        self.opened = False
-        self.discard = discard  # close a pooled connection rather than return it to the pool
-        self.passing = passing
-
-    def open(self) -> None:
-        # is_closed() is this thread's own state; connect() would take the database-wide lock.
-        if not self.opened and self.db.is_closed():
-            try:
-                self.opened = self.db.connect(reuse_if_open=True)
-            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
-                raise _translated(exc) from exc
-            except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
-                raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
-
-    def close(self) -> None:
-        if self.opened:
-            self.opened = False
-            try:
-                if self.discard and isinstance(_database_of(self.db), PooledDatabase):
-                    self.db.manual_close()
-                else:
-                    self.db.close()
-            except (peewee.DatabaseError, peewee.InterfaceError):
-                pass  # a connection the server already dropped: it is gone either way
-
-    def __enter__(self) -> "_Connection":
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
-        self.close()
-        passing = self.passing
-        if exc is None or exc is passing or (
-                isinstance(passing, type) and isinstance(exc, passing)):
-            return
-        translated = _translated(exc)
-        if translated is not exc:
-            raise translated from exc
-
-
-# -- Cookie signing: express-session's "s:<sid>.<HMAC-SHA256>" ---------------------------------
-
-
-def sign_session_id(sid: str, secret: str) -> str:
-    """The cookie value express-session writes for a session id (before URL-encoding)."""
-    if not secret:
-        raise ValueError("a session cookie needs a non-empty secret to be signed with")
-    mac = hmac.new(secret.encode("utf-8"), sid.encode("utf-8", "surrogatepass"), hashlib.sha256)
-    return "s:%s.%s" % (sid, b64encode(mac.digest()).decode("ascii").rstrip("="))
-
-
-def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Optional[str]:
-    """The session id in a signed cookie value, or None unless the secret (or one of the secrets) signed it."""
-    if isinstance(secrets_, str):
-        secrets_ = (secrets_,)  # one secret, not one per character
-    dot = value.rfind(".")
-    if not value.startswith("s:") or dot < 2:
-        return None
-    sid = value[2:dot]
-    presented = value.encode("utf-8", "surrogatepass")
-    for secret in secrets_:
-        # Compare the whole recomputed value in constant time, as cookie-signature does.
-        if hmac.compare_digest(sign_session_id(sid, secret).encode("utf-8", "surrogatepass"), presented):
-            return sid
-    return None
-
-
-_MAX_COOKIE_VALUE = 4096  # a browser's limit; a signed 255-character id fits even at 12 characters a character
-_COOKIE_SPACE = " \t"  # what Node's `cookie` trims around names and values (not every Unicode space)
-
-
-def _read_cookie(header: str, name: str) -> Optional[str]:
-    """The first cookie called `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
-    for part in header.split(";"):
-        key, eq, value = part.partition("=")
-        if eq and key.strip(_COOKIE_SPACE) == name:
-            value = value.strip(_COOKIE_SPACE)
-            if len(value) > _MAX_COOKIE_VALUE:
-                return None
-            if len(value) > 1 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            return _decode_uri_component(value)
-    return None
-
-
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def _decode_uri_component(value: str) -> str:
-    """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` keeps it)."""
-    if "%" not in value or _BAD_ESCAPE.search(value):
-        return value
-    try:
-        return urllib.parse.unquote(value, errors="strict")
-    except UnicodeDecodeError:
-        return value
-
-
-_URL_SAFE = re.compile(r"[A-Za-z0-9\-_.!~*'():/+=]*\Z")  # what a signed id is made of
-
-
-def _encode_cookie_value(value: str) -> str:
-    """JavaScript's encodeURIComponent (a signed id needs only four escapes: the quick way)."""
-    if _URL_SAFE.match(value):  # str.replace, not translate(): a dict of escapes costs 20 times as much
-        return value.replace(":", "%3A").replace("/", "%2F").replace("+", "%2B").replace("=", "%3D")
-    return urllib.parse.quote(value, safe="-_.!~*'()")
-
-
-# -- The session object ----------------------------------------------------------------------
-
-
-class SessionCookie:
-    """The session cookie's settings, as `req.session.cookie` in express-session.
-
-    `max_age` (seconds, None for a browser-session cookie) belongs to the session:
-    change it for a "remember me" log-in and it is saved with the session; setting
-    it restarts the lifetime from now, as express-session's maxAge does. The other
-    attributes come from the plugin's settings.
-    """
-
-    __slots__ = ("_max_age", "_expires", "path", "domain", "secure", "httponly", "samesite", "partitioned", "priority")
-
-    def __init__(
-        self,
-        max_age: Optional[float] = None,
-        path: str = "/",
-        domain: Optional[str] = None,
-        secure: bool = False,
-        httponly: bool = True,
-        samesite: Optional[str] = "Lax",
-        partitioned: bool = False,
-        priority: Optional[str] = None,
-    ) -> None:
-        self._expires: Optional[datetime.datetime] = None
-        self.max_age = max_age
-        self.path = path
-        self.domain = domain
-        self.secure = secure
-        self.httponly = httponly
-        self.samesite = samesite
-        self.partitioned = partitioned
-        self.priority = priority
-
-    @property
-    def max_age(self) -> Optional[float]:
-        """The cookie's lifetime in seconds (None: until the browser closes)."""
-        return self._max_age
-
-    @max_age.setter
-    def max_age(self, seconds: Optional[float]) -> None:
-        _check_lifetime(seconds, "a cookie's max_age")
-        self._max_age = seconds
-        self.reset_expiry(_utcnow())
-
-    @property
-    def expires(self) -> Optional[datetime.datetime]:
-        """When the cookie expires: now + max_age, as of the last reset (None for a browser-session cookie)."""
-        return self._expires
-
-    def reset_expiry(self, now: datetime.datetime) -> None:
-        """Start the lifetime again from now (express-session's resetMaxAge), to the millisecond like a JS Date."""
-        if self.max_age is None:
-            self._expires = None
-        else:
-            expires = now + datetime.timedelta(seconds=self.max_age)
-            self._expires = expires.replace(microsecond=expires.microsecond // 1000 * 1000)
-
-    def to_json(self) -> dict:
-        """express-session's cookie JSON: its keys, in its order, absent ones left out."""
-        original_max_age = None if self.max_age is None else _js_number(round(self.max_age * 1000, 6))
-        data: Dict[str, Any] = {"originalMaxAge": original_max_age}
-        if self.partitioned:
-            data["partitioned"] = True
-        if self.priority:
-            data["priority"] = self.priority.lower()
-        data["expires"] = None if self.expires is None else _iso_z(self.expires)
-        if self.secure:
-            data["secure"] = True
-        data["httpOnly"] = self.httponly
-        if self.domain:
-            data["domain"] = self.domain
-        data["path"] = self.path
-        if self.samesite:
-            data["sameSite"] = self.samesite.lower()
-        return data
-
-    def header(self, name: str, value: str) -> str:
-        """A Set-Cookie header value, attributes in the order Node's `cookie` serializes them."""
-        parts = ["%s=%s" % (name, _encode_cookie_value(value))]
-        if self.domain:
-            parts.append("Domain=" + self.domain)
-        parts.append("Path=" + self.path)
-        if self.expires is not None:
-            parts.append("Expires=" + _http_date(self.expires))
-        if self.httponly:
-            parts.append("HttpOnly")
-        if self.secure:
-            parts.append("Secure")
-        if self.partitioned:
-            parts.append("Partitioned")
-        if self.priority:
-            parts.append("Priority=" + self.priority.capitalize())
-        if self.samesite:
-            parts.append("SameSite=" + self.samesite.capitalize())
-        return "; ".join(parts)
-
-    def clearing_header(self, name: str) -> str:
-        """A Set-Cookie header that deletes the cookie: empty, expired in 1970, same path, domain and flags."""
-        cleared = copy.copy(self)
-        cleared._expires = _EPOCH
-        return cleared.header(name, "")
-
-    def __repr__(self) -> str:
-        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
-
-
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _http_date(value: datetime.datetime) -> str:
-    """An HTTP date ("Fri, 27 Nov 2026 09:05:00 GMT"), as JavaScript's Date#toUTCString writes it."""
-    v = _as_utc(value)
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _WEEKDAYS[v.weekday()], v.day, _MONTHS[v.month - 1], v.year, v.hour, v.minute, v.second)
-
-
-def _js_number(value: float) -> Union[int, float]:
-    """JavaScript writes integral numbers without a fraction."""
-    return int(value) if float(value).is_integer() else value
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-_NOT_LOADED = object()  # the placeholder key of a Session not loaded yet
-
-
-class Session(dict):
-    """One request's session: a dict of JSON values, loaded from the store on first use.
-
-    Attributes: `id`, `cookie` (a SessionCookie), `is_new` (not found in the
-    store when the request came in). Methods: regenerate(), destroy(),
-    reload(), save(), touch(), locked(). The plugin saves it after the callback.
-
-    A save writes only the keys this request changed or deleted, merged into the
-    row as it is then, so concurrent requests changing different keys all keep
-    their changes; for the same key the last writer wins (use locked()).
-    """
-
-    def __init__(self, plugin: "SessionPlugin", environ: dict, options: "_RouteOptions") -> None:
-        super().__init__()
-        # Until loaded, the dict's own storage holds one placeholder: C code that checks a dict's
-        # size before calling its methods (json.dumps does) then calls them, and they load it.
-        dict.__setitem__(self, _NOT_LOADED, None)
-        self._plugin = plugin
-        self._store = plugin.store
-        self._options = options
-        self._environ = environ
-        self._connection = plugin.store.connection()
-        self._cookie_sid, self._signed_with_old_secret = plugin._sid_from_request(environ)
-        self._loaded = False
-        self._finished = False
-        self._destroyed = False
-        self._lock_held = False  # inside session.locked()
-
-    # Loading, on first use.
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        if self._finished:
-            raise RuntimeError("the session was used after its response was sent (in a generator route?): "
-                               "read it in the callback itself")
-        found = None
-        if self._cookie_sid is not None:
-            self._connection.open()
-            found = self._store._load(self._cookie_sid)
-        if found is None:
-            self._start_new()
-        else:
-            self._adopt(self._cookie_sid, *found)
-            self._original = (self._id, self._baseline, self._cookie.max_age)
-        self._loaded = True
-
-    def _start_new(self) -> None:
-        dict.clear(self)  # also removes the placeholder
-        self._id = self._plugin._new_sid()
-        self._is_new = True
-        self._in_store = False
-        self._cookie = self._plugin._new_cookie(self._environ, self._plugin.max_age)  # its lifetime starts now
-        self._stored_expiry: Optional[datetime.datetime] = None
-        self._stored_text: Optional[str] = None
-        self._mark_saved({})
-        self._original = (self._id, self._baseline, self._cookie.max_age)  # what "modified" compares with
-
-    def _adopt(self, sid: str, sess: dict, expiry: datetime.datetime, stored_text: str) -> None:
-        dict.clear(self)  # also removes the placeholder
-        stored_cookie = sess.pop("cookie", None)
-        dict.update(self, sess)
-        self._id = sid
-        self._is_new = False
-        self._in_store = True
-        self._cookie = self._plugin._new_cookie(self._environ, _stored_max_age(stored_cookie, self._plugin.max_age))
-        self._stored_expiry = expiry
-        self._stored_text = stored_text
-        self._mark_saved(self._encoded())
-
-    def _encoded(self) -> Dict[str, str]:
-        """Each key's value as JSON: the unit of change detection (nested changes show)."""
-        if dict.__contains__(self, "cookie"):
-            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
-        return {key: _to_json(value, key) for key, value in dict.items(self)}
-
-    def _mark_saved(self, encoded: Dict[str, str]) -> None:
-        """Remember what the store holds now, to write only what changes after this."""
-        self._baseline = encoded
-        self._baseline_max_age = self._cookie.max_age
-
-    @property
-    def id(self) -> str:
-        self._load()
-        return self._id
-
-    @property
-    def cookie(self) -> SessionCookie:
-        self._load()
-        return self._cookie
-
-    @property
-    def is_new(self) -> bool:
-        self._load()
-        return self._is_new
-
-    # What the callback may do.
-
-    def save(self) -> None:
-        """Write the session now (it is also saved after the callback if it changes again)."""
-        self._load()
-        self._write(self._encoded(), force=True)
-
-    def _write(self, encoded: Dict[str, str], force: bool = False) -> bool:
-        """Insert a session the store lacks; update one it has with what changed since the last write.
-
-        Returns whether anything was written.
-        """
-        changed = {key: dict.__getitem__(self, key) for key, text in encoded.items() if self._baseline.get(key) != text}
-        removed = [key for key in self._baseline if key not in encoded]
-        lifetime_changed = self._cookie.max_age != self._baseline_max_age
-        if self._in_store and not (changed or removed or lifetime_changed or force):
-            return False
-        self._connection.open()
-        cookie, expires = self._cookie.to_json(), self._row_expiry()
-        whole = _json_object(dict({"cookie": _to_json(cookie)}, **encoded))  # express-session's shape, cookie first
-        if not self._in_store:
-            self._store._set_text(self._id, whole, expires)
-            self._in_store, self._stored_text = True, whole
-        elif self._stored_text is not None and self._store._replace_if_unchanged(
-                self._id, whole, expires, self._stored_text):
-            self._stored_text = whole  # nobody wrote in between: the whole document is the merge
-        elif self._store.patch(self._id, dict(changed, cookie=cookie), removed):
-            self._stored_text = None  # merged into what another request wrote: the text is the store's to know
-        else:
-            # Destroyed or expired meanwhile (a log-out in another request): never bring it back, not
-            # even by a later save in this request. What the callback stores from here on is a new session's.
-            logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
-            self._start_new()
-            return False
-        self._stored_expiry = expires
-        self._mark_saved(encoded)
-        return True
-
-    def touch(self) -> None:
-        """Restart the session's lifetime now, in the cookie and in the store."""
-        self._load()
-        self._cookie.reset_expiry(_utcnow())
-        if self._in_store:
-            self._touch_row()
-
-    def _touch_row(self) -> None:
-        self._connection.open()
-        self._store.touch(self._id, {"cookie": self._cookie.to_json()})
-        self._stored_expiry = self._row_expiry()
-
-    def _row_expiry(self) -> datetime.datetime:
-        """When the stored row expires: with the cookie, or a day from now for a browser-session cookie (as knex)."""
-        return self._cookie.expires or _utcnow() + ONE_DAY
-
-    def regenerate(self) -> None:
-        """Move the data to a new id and delete the old row: call it on log-in (session fixation)."""
-        self._load()
-        self._delete_row()
-        self._id = self._plugin._new_sid()
-
-    def destroy(self) -> None:
-        """Delete the session and clear its cookie; what is stored afterwards starts a new session."""
-        self._load()
-        self._delete_row()
-        self._start_new()
-        self._destroyed = True
-
-    def reload(self) -> None:
-        """Read the session again from the store, dropping unsaved changes (a vanished one starts anew)."""
-        self._load()
-        found = None
-        if self._in_store:
-            self._connection.open()
-            found = self._store._load(self._id)
-        self._replace_with(found)
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator["Session"]:
-        """Make a read-modify-write atomic: reload under the row lock, save before it is released.
-
-            with session.locked():
-                session["balance"] = session.get("balance", 0) + amount
-
-        Changes made before the block and not yet saved are dropped by the reload (but for a
-        block inside another, which holds the lock already). A block that raises, abort()
-        included, is undone, in the session as in the database; one that ends in redirect() is
-        saved.
-        """
-        import bottle  # only the plugin makes sessions
-
-        self._load()
-        self._connection.open()
-        outer, before, redirect = self._lock_held, None, None
-        try:
-            with self._store._transaction():  # a new session has no row to lock, but the app's statements roll back
-                reload = self._in_store and not outer
-                if reload:
-                    self._replace_with(self._store._load(self._id, for_update=True))
-                self._lock_held = True
-                before = self._state(self._baseline if reload else self._encoded())  # the reload encoded it
-                try:
-                    yield self
-                except bottle.HTTPResponse as response:
-                    if isinstance(response, bottle.HTTPError):  # abort(): a failure, undone like any other
-                        raise
-                    redirect = response
-                if self._in_store:  # a session new, destroyed or regenerated in the block is inserted after the callback
-                    self._write(self._encoded())
-        except BaseException:
-            if before is not None:
-                self._set_state(before)
-            raise
-        finally:
-            self._lock_held = outer
-        if redirect is not None:
-            raise redirect
-
-    def _state(self, encoded: Dict[str, str]) -> tuple:
-        """All a locked() block that fails must put back: the data (as JSON), the attributes, the cookie."""
-        return encoded, dict(self.__dict__), copy.copy(self._cookie)
-
-    def _set_state(self, state: tuple) -> None:
-        encoded, attributes, cookie = state
-        dict.clear(self)
-        dict.update(self, {key: json.loads(text) for key, text in encoded.items()})
-        self.__dict__.update(attributes)
-        self._cookie = cookie
-
-    def _replace_with(self, found: Optional[Tuple[dict, datetime.datetime, str]]) -> None:
-        if found is None:
-            self._start_new()
-        else:
-            self._adopt(self._id, *found)
-
-    def _delete_row(self) -> None:
-        if self._in_store:
-            self._connection.open()
-            self._store.destroy(self._id)
-            self._in_store = False
-            self._mark_saved({})
-
-    # After the callback: save, touch or neither, then the cookie (express-session's rules).
-
-    def _finish(self, response: Any) -> None:
-        if not self._loaded:
-            if not (self._options.rolling and self._cookie_sid is not None):
-                return  # never used: no query, no cookie
-            self._load()  # rolling promises a fresh expiry on every response
-        self._cookie.reset_expiry(_utcnow())
-        encoded = self._encoded()
-        # express-session's isModified: a new id, other data or another lifetime than at the start.
-        modified = (self._id, encoded, self._cookie.max_age) != self._original
-        browser_has_id = self._id == self._cookie_sid
-        if self._in_store:
-            wrote = self._write(encoded, force=self._options.resave)  # writes only if something changed
-            if browser_has_id and not wrote:
-                self._touch_if_due()
-        elif modified or (self._options.save_uninitialized and not self._destroyed):
-            self._write(encoded)  # an empty new session is not stored (saveUninitialized)
-        self._plugin._mark_private(response)
-        if self._should_send_cookie(browser_has_id, modified):
-            self._plugin._send_cookie(response, self._cookie, self._id, self._environ)
-        elif self._destroyed and self._cookie_sid is not None:
-            self._plugin._send_cookie(response, self._cookie, None, self._environ)
-
-    def _should_send_cookie(self, browser_has_id: bool, modified: bool) -> bool:
-        """express-session's shouldSetCookie, plus a cookie that must be re-signed or re-timed."""
-        if not self._in_store:
-            return False  # nothing stored for a cookie to point at
-        if not browser_has_id:
-            return True
-        lifetime_changed = self._cookie.max_age != self._original[2]
-        return (self._options.rolling or self._signed_with_old_secret or lifetime_changed
-                or (modified and self._cookie.expires is not None))
-
-    def _touch_if_due(self) -> None:
-        """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
-        if self._in_store:
-            if (self._row_expiry() - self._stored_expiry).total_seconds() >= self._options.touch_after:
-                self._touch_row()
-
-    def _release(self) -> None:
-        self._finished = True
-        self._connection.close()
-
-    def __copy__(self) -> dict:
-        return self.copy()  # a plain dict: a copy has no request to be saved with
-
-    def __deepcopy__(self, memo: dict) -> dict:
-        return copy.deepcopy(self.copy(), memo)
-
-    def __repr__(self) -> str:
-        if not self._loaded:
-            return "<Session (not loaded)>"
-        return "<Session %.8s... %s>" % (self._id, dict.__repr__(self))
-
-
-def _stored_max_age(stored_cookie: Any, default: Optional[float]) -> Optional[float]:
-    """The lifetime in seconds a stored session was given (its cookie's originalMaxAge), else default."""
-    if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
-        max_age = stored_cookie["originalMaxAge"]
-        if max_age is None:
-            return None
-        if _is_lifetime(max_age, per_second=1000):
-            return max_age / 1000
-    return default  # none stored, or a damaged one
-
-
-def _loads_first(name: str) -> Callable:
-    method = getattr(dict, name)
-
-    def loading(self, *args, **kwargs):
-        self._load()
-        return method(self, *args, **kwargs)
-
-    loading.__name__ = name
-    loading.__doc__ = method.__doc__
-    return loading
-
-
-# Every way of reading or writing the dict loads the session first.
-for _name in (
-    "__getitem__", "__setitem__", "__delitem__", "__contains__", "__iter__", "__len__",
-    "__eq__", "__ne__", "__or__", "__ior__", "__reversed__",
-    "get", "keys", "values", "items", "pop", "popitem", "setdefault", "update", "clear", "copy",
-):  # fmt: skip
-    setattr(Session, _name, _loads_first(_name))
-del _name
-
-
-# -- The Bottle plugin -----------------------------------------------------------------------
-
-
-class _RouteOptions:
-    """The options a route may override: @app.route(..., session={"rolling": True})."""
-
-    __slots__ = ("rolling", "resave", "save_uninitialized", "touch_after")
-
-    def __init__(self, rolling: bool, resave: bool, save_uninitialized: bool, touch_after: float) -> None:
-        self.rolling = rolling
-        self.resave = resave
-        self.save_uninitialized = save_uninitialized
-        self.touch_after = touch_after
-
-    def for_route(self, config: Any, prefix: str) -> "_RouteOptions":
-        """These options with a route's overrides: route.config["session.rolling"] and so on.
-
-        Only these keys are read: route.config also falls back to the app's config,
-        where a "session" section may hold settings of the app's own, as text if it
-        came from an .ini file ("true", "30").
-        """
-        overrides = {key: config.get("%s.%s" % (prefix, key)) for key in self.__slots__}
-        values = {key: getattr(self, key) if value is None else _route_option(prefix, key, value)
-                  for key, value in overrides.items()}
-        return _RouteOptions(**values)
-
-
-_FLAGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _route_option(prefix: str, key: str, value: Any) -> Any:
-    """A route's override as the option's type: touch_after a number of seconds, the others true or false."""
-    if key == "touch_after":
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = float("nan")
-        if seconds >= 0:
-            return seconds
-        raise ValueError("%s.%s must be a number of seconds, not %r" % (prefix, key, value))
-    flag = _FLAGS.get(value.strip().lower()) if isinstance(value, str) else None
-    if flag is not None:
-        return flag
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    raise ValueError("%s.%s must be true or false, not %r" % (prefix, key, value))
-
-
-_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
-_PRIORITY = {"low": "Low", "medium": "Medium", "high": "High"}
-_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 6265 token
-_COOKIE_PATH = re.compile(r"[\x20-\x3a\x3c-\x7e]*\Z")  # RFC 6265's path-value: no control character, no ';'
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_COOKIE_DOMAIN = re.compile(r"\.?%s(?:\.%s)*\Z" % (_LABEL, _LABEL))  # host names' labels (RFC 1034), a leading dot allowed
-DEFAULT_TOUCH_AFTER = 60.0
-
-
-class SessionPlugin:
-    """A Bottle plugin giving callbacks that take a `session` argument a server-side session.
-
-    It does what express-session does for Express: a signed cookie in the same
-    format, the session loaded only when used, saved only when changed (nested
-    changes included), touched otherwise at most every `touch_after` seconds.
-
-    `touch_after` defaults to 60 seconds or a tenth of max_age, whichever is shorter.
-    """
-
-    api = 2
-
-    def __init__(
-        self,
-        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
-        *,
-        secret: Union[str, Iterable[str]],
-        keyword: str = "session",
-        cookie_name: str = "connect.sid",
-        max_age: Optional[float] = 86400,
-        path: str = "/",
-        domain: Optional[str] = None,
-        httponly: bool = True,
-        secure: Union[bool, str] = False,
-        samesite: Optional[str] = "Lax",
-        partitioned: bool = False,
-        priority: Optional[str] = None,
-        resave: bool = False,
-        save_uninitialized: bool = False,
-        rolling: bool = False,
-        touch_after: Optional[float] = None,
-        trust_proxy: bool = False,
-        genid: Optional[Callable[[], str]] = None,
-        error_status: Optional[int] = None,
-        **store_options: Any,
-    ) -> None:
-        self.secrets = _check_secrets(secret)
-        if not keyword.isidentifier():
-            raise ValueError("keyword must be a Python identifier, not %r" % keyword)
-        if not _COOKIE_NAME.match(cookie_name):
-            raise ValueError("cookie_name %r is not a valid cookie name" % cookie_name)
-        if not isinstance(path, str) or not _COOKIE_PATH.match(path):
-            raise ValueError("path %r is not a cookie path (printable ASCII without ';')" % (path,))
-        if domain is not None and not (isinstance(domain, str) and _COOKIE_DOMAIN.match(domain)):
-            raise ValueError("domain %r is not a host name" % (domain,))
-        if secure not in (True, False, "auto"):
-            raise ValueError("secure must be True, False or 'auto', not %r" % (secure,))
-        if samesite is not None and str(samesite).lower() not in _SAMESITE:
-            raise ValueError("samesite must be 'Lax', 'Strict', 'None' or None, not %r" % (samesite,))
-        if priority is not None and str(priority).lower() not in _PRIORITY:
-            raise ValueError("priority must be 'Low', 'Medium', 'High' or None, not %r" % (priority,))
-        if secure is False and ((samesite or "").lower() == "none" or partitioned):
-            raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
-        _check_lifetime(max_age, "max_age")
-        if isinstance(db_or_store, PeeweeSessionStore):
-            if store_options:
-                raise TypeError("store options go to the store you made: %s" % ", ".join(store_options))
-            self.store, self._owns_store = db_or_store, False
-        else:
-            self.store, self._owns_store = PeeweeSessionStore(db_or_store, **store_options), True
-        if touch_after is None:
-            touch_after = DEFAULT_TOUCH_AFTER if max_age is None else min(DEFAULT_TOUCH_AFTER, max_age / 10)
-        self.name = keyword  # Bottle keeps one plugin per name: two keywords, two plugins
-        self.keyword = keyword
-        self.cookie_name = cookie_name
-        self.max_age = max_age
-        self.secure = secure  # True, False or "auto": decided per request
-        self.cookie_attributes = {
-            "path": path,
-            "domain": domain,
-            "httponly": httponly,
-            "samesite": _SAMESITE[samesite.lower()] if samesite else None,
-            "partitioned": partitioned,
-            "priority": _PRIORITY[priority.lower()] if priority else None,
-        }
-        self.trust_proxy = trust_proxy
-        self.genid = genid or _default_genid
-        self.error_status = error_status
-        self.options = _RouteOptions(rolling, resave, save_uninitialized, float(touch_after))
-
-    # Bottle's plugin API.
-
-    def setup(self, app: Any) -> None:
-        import bottle
-
-        for other in app.plugins:
-            if isinstance(other, SessionPlugin) and other.keyword == self.keyword:
-                raise bottle.PluginError("a session plugin with keyword %r is already installed" % self.keyword)
-
-    def apply(self, callback: Callable, route: Any) -> Callable:
-        import bottle
-
-        if not _takes_argument(route.callback, self.keyword):
-            return callback
-        options = self.options.for_route(route.config, self.name)
-
-        def with_session(*args, **kwargs):
-            session = Session(self, bottle.request.environ, options)
-            kwargs[self.keyword] = session
-            try:
-                try:
-                    result = callback(*args, **kwargs)
-                    if result is session:
-                        session._load()  # returned for Bottle to serialize after the session is finished
-                except bottle.HTTPResponse as sent:  # redirect(), abort(), raised HTTPError
-                    session._finish(sent)
-                    raise
-                session._finish(result if isinstance(result, bottle.HTTPResponse) else bottle.response)
-                return result
-            except SessionStoreError as exc:
-                if self.error_status is None:
-                    raise
-                logger.warning("answering %d: %s", self.error_status, exc)
-                raise bottle.HTTPError(self.error_status, "The session store is unavailable; please retry.",
-                                       exc, headers={"Retry-After": "5"}) from exc
-            finally:
-                session._release()
-
-        return with_session
-
-    def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
-
-    # Used by Session.
-
-    def _sid_from_request(self, environ: dict) -> Tuple[Optional[str], bool]:
-        """The verified session id in the request's cookie (or None), and whether an old secret signed it."""
-        value = _read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
-        if value is not None:
-            for index, secret in enumerate(self.secrets):  # one signature check per secret, newest first
-                sid = unsign_session_id(value, secret)
-                if sid is not None:
-                    return (sid, index > 0) if _is_valid_sid(sid) else (None, False)
-        return None, False
-
-    def _new_sid(self) -> str:
-        sid = self.genid()
-        _check_sid(sid)
-        return sid
-
-    def _new_cookie(self, environ: dict, max_age: Optional[float]) -> SessionCookie:
-        secure = self.secure if self.secure != "auto" else _is_https(environ, self.trust_proxy)
-        return SessionCookie(max_age, secure=secure, **self.cookie_attributes)
-
-    def _send_cookie(self, response: Any, cookie: SessionCookie, sid: Optional[str], environ: dict) -> None:
-        if cookie.secure and not _is_https(environ, self.trust_proxy):
-            logger.debug("not sending the secure session cookie over plain HTTP")
-            return
-        if sid is None:
-            header = cookie.clearing_header(self.cookie_name)
-        else:
-            header = cookie.header(self.cookie_name, sign_session_id(sid, self.secrets[0]))
-        response.add_header("Set-Cookie", header)
-
-    @staticmethod
-    def _mark_private(response: Any) -> None:
-        """A response that read a session depends on the cookie: keep it out of shared caches."""
-        vary = response.get_header("Vary")
-        if not vary:
-            response.set_header("Vary", "Cookie")
-        elif "cookie" not in vary.lower() and vary.strip() != "*":
-            response.set_header("Vary", vary + ", Cookie")
-        if not response.get_header("Cache-Control"):
-            response.set_header("Cache-Control", "private")
-
-
-def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
-    secret_list = [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
-    if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
-        raise ValueError("SessionPlugin needs secret=: a non-empty string, or a list of them (the first signs)")
-    for s in secret_list:
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: bytes from the environment that were not UTF-8
-            raise ValueError("a secret must be text that UTF-8 can encode (as Node reads it); got %.20r..." % s) from None
-    return secret_list
-
-
-def _default_genid() -> str:
-    return secrets.token_urlsafe(24)  # 192 random bits, 32 characters, as express-session's uid-safe
-
-
-def _is_https(environ: dict, trust_proxy: bool) -> bool:
-    if trust_proxy and environ.get("HTTP_X_FORWARDED_PROTO"):
-        return environ["HTTP_X_FORWARDED_PROTO"].split(",")[0].strip().lower() == "https"
-    return environ.get("wsgi.url_scheme") == "https"
-
-
-def _takes_argument(callback: Callable, name: str) -> bool:
-    """Whether the route's own function (under functools.wraps decorators) has a parameter `name`."""
-    try:
-        parameters = inspect.signature(inspect.unwrap(callback)).parameters
-    except (TypeError, ValueError):
-        return False
-    parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-
-
-# -- The sweeper -----------------------------------------------------------------------------
 
 
 class _Sweeper:
@@ -1986,6 +1378,1124 @@ def _log_sweep_error(exc: Exception) -> None:
     logger.error("sweeping expired sessions failed: %s", exc, exc_info=exc)
 
 
+# -- Cookie signing: express-session's "s:<sid>.<HMAC-SHA256>" ---------------------------------
+
+
+def sign_session_id(sid: str, secret: str) -> str:
+    """The cookie value express-session writes for a session id (before URL-encoding)."""
+    if not secret:
+        raise ValueError("a session cookie needs a non-empty secret to be signed with")
+    mac = hmac.new(secret.encode("utf-8"), sid.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return "s:%s.%s" % (sid, b64encode(mac.digest()).decode("ascii").rstrip("="))
+
+
+def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Optional[str]:
+    """The session id in a signed cookie value, or None unless the secret (or one of the secrets) signed it."""
+    if isinstance(secrets_, str):
+        secrets_ = (secrets_,)  # one secret, not one per character
+    dot = value.rfind(".")
+    if not value.startswith("s:") or dot < 2:
+        return None
+    sid = value[2:dot]
+    presented = value.encode("utf-8", "surrogatepass")
+    for secret in secrets_:
+        # Compare the whole recomputed value in constant time, as cookie-signature does.
+        if hmac.compare_digest(sign_session_id(sid, secret).encode("utf-8", "surrogatepass"), presented):
+            return sid
+    return None
+
+
+_MAX_COOKIE_VALUE = 4096  # a browser's limit; a signed 255-character id fits even at 12 characters a character
+_COOKIE_SPACE = " \t"  # what Node's `cookie` trims around names and values (not every Unicode space)
+
+
+def _read_cookie(header: str, name: str) -> Optional[str]:
+    """The first cookie called `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
+    for part in header.split(";"):
+        key, eq, value = part.partition("=")
+        if eq and key.strip(_COOKIE_SPACE) == name:
+            value = value.strip(_COOKIE_SPACE)
+            if len(value) > _MAX_COOKIE_VALUE:
+                return None
+            if len(value) > 1 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return _decode_uri_component(value)
+    return None
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode_uri_component(value: str) -> str:
+    """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` keeps it)."""
+    if "%" not in value or _BAD_ESCAPE.search(value):
+        return value
+    try:
+        return urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return value
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9\-_.!~*'():/+=]*\Z")  # what a signed id is made of
+
+
+def _encode_cookie_value(value: str) -> str:
+    """JavaScript's encodeURIComponent (a signed id needs only four escapes: the quick way)."""
+    if _URL_SAFE.match(value):  # str.replace, not translate(): a dict of escapes costs 20 times as much
+        return value.replace(":", "%3A").replace("/", "%2F").replace("+", "%2B").replace("=", "%3D")
+    return urllib.parse.quote(value, safe="-_.!~*'()")
+
+
+# -- The session engine: express-session's rules, with no web framework -----------------------
+
+_SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+_PRIORITY = {"low": "Low", "medium": "Medium", "high": "High"}
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 6265 token
+_COOKIE_PATH = re.compile(r"[\x20-\x3a\x3c-\x7e]*\Z")  # RFC 6265's path-value: no control character, no ';'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_COOKIE_DOMAIN = re.compile(r"\.?%s(?:\.%s)*\Z" % (_LABEL, _LABEL))  # host names' labels (RFC 1034)
+DEFAULT_TOUCH_AFTER = 60.0
+
+
+def _cookie_path(value: Any) -> str:
+    if not isinstance(value, str) or not _COOKIE_PATH.match(value):
+        raise ValueError("a cookie path is printable ASCII without ';', not %.80r" % (value,))
+    return value
+
+
+def _cookie_domain(value: Any) -> Optional[str]:
+    if value is not None and not (isinstance(value, str) and _COOKIE_DOMAIN.match(value)):
+        raise ValueError("a cookie domain is a host name, not %.80r" % (value,))
+    return value
+
+
+def _cookie_choice(what: str, names: Dict[str, str]) -> Callable[[Any], Optional[str]]:
+    def check(value: Any) -> Optional[str]:
+        if value is None:
+            return None
+        name = names.get(value.lower()) if isinstance(value, str) else None
+        if name is None:
+            raise ValueError("%s must be one of %s or None, not %.80r" % (what, ", ".join(names.values()), value))
+        return name
+
+    return check
+
+
+def _cookie_flag(what: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError("%s must be True or False, not %.80r" % (what, value))
+        return value
+
+    return check
+
+
+def _checked(name: str, check: Callable[[Any], Any]) -> property:
+    """A cookie attribute checked whenever it is set, as Node's cookie.serialize checks what it writes."""
+    private = "_" + name
+
+    def set_checked(cookie: "SessionCookie", value: Any) -> None:
+        setattr(cookie, private, check(value))
+
+    return property(operator.attrgetter(private), set_checked)
+
+
+class SessionCookie:
+    """The session cookie's settings, as `req.session.cookie` in express-session.
+
+    `max_age` (seconds, None for a browser-session cookie) belongs to the session:
+    change it for a "remember me" log-in and it is saved with the session; setting
+    it restarts the lifetime from now, as express-session's maxAge does. The other
+    attributes come from the adapter's settings; each is checked whenever it is set.
+    """
+
+    __slots__ = ("_max_age", "_expires", "_path", "_domain", "_secure", "_httponly", "_samesite", "_partitioned",
+                 "_priority")
+
+    path = _checked("path", _cookie_path)
+    domain = _checked("domain", _cookie_domain)
+    secure = _checked("secure", _cookie_flag("secure"))
+    httponly = _checked("httponly", _cookie_flag("httponly"))
+    samesite = _checked("samesite", _cookie_choice("samesite", _SAMESITE))
+    partitioned = _checked("partitioned", _cookie_flag("partitioned"))
+    priority = _checked("priority", _cookie_choice("priority", _PRIORITY))
+
+    def __init__(
+        self,
+        max_age: Optional[float] = None,
+        path: str = "/",
+        domain: Optional[str] = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: Optional[str] = "Lax",
+        partitioned: bool = False,
+        priority: Optional[str] = None,
+    ) -> None:
+        self._expires: Optional[datetime.datetime] = None
+        self.max_age = max_age
+        self.path = path
+        self.domain = domain
+        self.secure = secure
+        self.httponly = httponly
+        self.samesite = samesite
+        self.partitioned = partitioned
+        self.priority = priority
+
+    def copy(self, max_age: Optional[float], secure: bool) -> "SessionCookie":
+        """These settings with another lifetime (starting now) and secure flag."""
+        cookie = object.__new__(SessionCookie)
+        for slot in self.__slots__:  # checked when they were set here
+            setattr(cookie, slot, getattr(self, slot))
+        cookie.secure = secure
+        cookie.max_age = max_age
+        return cookie
+
+    @property
+    def max_age(self) -> Optional[float]:
+        """The cookie's lifetime in seconds (None: until the browser closes)."""
+        return self._max_age
+
+    @max_age.setter
+    def max_age(self, seconds: Optional[float]) -> None:
+        _check_lifetime(seconds, "a cookie's max_age")
+        self._max_age = seconds
+        self.reset_expiry(_utcnow())
+
+    @property
+    def expires(self) -> Optional[datetime.datetime]:
+        """When the cookie expires: now + max_age, as of the last reset (None for a browser-session cookie)."""
+        return self._expires
+
+    def reset_expiry(self, now: datetime.datetime) -> None:
+        """Start the lifetime again from now (express-session's resetMaxAge), to the millisecond like a JS Date."""
+        if self._max_age is None:
+            self._expires = None
+        else:
+            expires = now + datetime.timedelta(seconds=self._max_age)
+            self._expires = expires.replace(microsecond=expires.microsecond // 1000 * 1000)
+
+    def to_json(self) -> dict:
+        """express-session's cookie JSON: its keys, in its order, absent ones left out."""
+        original_max_age = None if self._max_age is None else _js_number(round(self._max_age * 1000, 6))
+        data: Dict[str, Any] = {"originalMaxAge": original_max_age}
+        if self._partitioned:
+            data["partitioned"] = True
+        if self._priority:
+            data["priority"] = self._priority.lower()
+        data["expires"] = None if self._expires is None else _iso_z(self._expires)
+        if self._secure:
+            data["secure"] = True
+        data["httpOnly"] = self._httponly
+        if self._domain:
+            data["domain"] = self._domain
+        data["path"] = self._path
+        if self._samesite:
+            data["sameSite"] = self._samesite.lower()
+        return data
+
+    def header(self, name: str, value: str) -> str:
+        """A Set-Cookie header value, attributes in the order Node's `cookie` serializes them."""
+        parts = ["%s=%s" % (name, _encode_cookie_value(value))]
+        if self._domain:
+            parts.append("Domain=" + self._domain)
+        parts.append("Path=" + self._path)
+        if self._expires is not None:
+            parts.append("Expires=" + _http_date(self._expires))
+        if self._httponly:
+            parts.append("HttpOnly")
+        if self._secure:
+            parts.append("Secure")
+        if self._partitioned:
+            parts.append("Partitioned")
+        if self._priority:
+            parts.append("Priority=" + self._priority)
+        if self._samesite:
+            parts.append("SameSite=" + self._samesite)
+        return "; ".join(parts)
+
+    def clearing_header(self, name: str) -> str:
+        """A Set-Cookie header that deletes the cookie: empty, expired in 1970, same path, domain and flags."""
+        cleared = self.copy(None, self._secure)
+        cleared._expires = _EPOCH
+        return cleared.header(name, "")
+
+    def __repr__(self) -> str:
+        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _http_date(value: datetime.datetime) -> str:
+    """An HTTP date ("Fri, 27 Nov 2026 09:05:00 GMT"), as JavaScript's Date#toUTCString writes it."""
+    v = _as_utc(value)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _WEEKDAYS[v.weekday()], v.day, _MONTHS[v.month - 1], v.year, v.hour, v.minute, v.second)
+
+
+def _js_number(value: float) -> Union[int, float]:
+    """JavaScript writes integral numbers without a fraction."""
+    return int(value) if float(value).is_integer() else value
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stored_max_age(stored_cookie: Any, default: Optional[float]) -> Optional[float]:
+    """The lifetime in seconds a stored session was given (its cookie's originalMaxAge), else default."""
+    if isinstance(stored_cookie, dict) and "originalMaxAge" in stored_cookie:
+        max_age = stored_cookie["originalMaxAge"]
+        if max_age is None:
+            return None
+        if _is_lifetime(max_age, per_second=1000):
+            return max_age / 1000
+    return default  # none stored, or a damaged one
+
+
+class SessionOptions(NamedTuple):
+    """What a session does at the end of a request (express-session's options); a route may override them."""
+
+    rolling: bool = False  # send the cookie, with a fresh expiry, on every response
+    resave: bool = False  # save an unchanged session too
+    save_uninitialized: bool = False  # store a new session while it is still empty
+    touch_after: float = DEFAULT_TOUCH_AFTER  # move an unchanged session's expiry at most this often
+
+    def overridden(self, lookup: Callable[[str], Any], prefix: str) -> "SessionOptions":
+        """These options with overrides found by lookup("<prefix>.rolling") and so on (None: not overridden).
+
+        Values may be text, as from an .ini file ("true", "30").
+        """
+        overrides = {}
+        for key in self._fields:
+            value = lookup("%s.%s" % (prefix, key))
+            if value is not None:
+                overrides[key] = _option_value(prefix, key, value)
+        return self._replace(**overrides) if overrides else self
+
+
+_FLAGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _option_value(prefix: str, key: str, value: Any) -> Any:
+    """An override as the option's type: touch_after a number of seconds, the others true or false."""
+    if key == "touch_after":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if seconds >= 0:
+            return seconds
+        raise ValueError("%s.%s must be a number of seconds, not %r" % (prefix, key, value))
+    flag = _FLAGS.get(value.strip().lower()) if isinstance(value, str) else None
+    if flag is not None:
+        return flag
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError("%s.%s must be true or false, not %r" % (prefix, key, value))
+
+
+class _Saved(NamedTuple):
+    """What the store holds of a session, as this request last read or wrote it."""
+
+    data: Dict[str, str]  # each key's value as JSON: the unit of change detection (nested changes show)
+    max_age: Optional[float]  # the lifetime
+    expires: Optional[datetime.datetime]  # when the row expires
+    token: Optional[str]  # the store's token for the row; None: the store has no row for it
+
+
+_NOT_LOADED = object()  # the one key of a Session's own dict storage until it is loaded
+_AFTER_RESPONSE = ("the session was used after its response was finished (in a generator or after "
+                   "start_response?): a change now would be lost; use it before the response starts")
+
+
+class Session(dict):
+    """One request's session: a dict of JSON values, loaded from the store on first use.
+
+    Attributes: `id`, `cookie` (a SessionCookie), `is_new` (not found in the
+    store when the request came in). Methods: regenerate(), destroy(),
+    reload(), save(), touch(), locked(). The adapter saves it at the end of the request.
+
+    A save writes only the keys this request changed or deleted, merged into the
+    row as it is then, so concurrent requests changing different keys all keep
+    their changes; for the same key the last writer wins (use locked()). The
+    lifetime (cookie.max_age) is such a change too: a request that didn't change
+    it never overwrites the one another request set.
+    """
+
+    def __init__(self, engine: "SessionEngine", cookie_sid: Optional[str], old_secret: bool, https: bool,
+                 options: SessionOptions) -> None:
+        super().__init__()
+        # Until loaded, the dict's own storage holds a placeholder: C code that checks a dict's size
+        # before calling its methods (json.dumps does) then calls them, and they load it.
+        dict.__setitem__(self, _NOT_LOADED, None)
+        self._engine = engine
+        self._store = engine.store
+        self._options = options
+        self._https = https
+        self._cookie_sid = cookie_sid  # the verified id the browser sent, if any
+        self._signed_with_old_secret = old_secret
+        self._connection = engine.store.connection()
+        self._loaded = self._finished = self._destroyed = self._locked = False
+        self._forced = False  # save even if unchanged (Flask's session.modified = True)
+        self._wrote_lifetime = False  # this request saved another lifetime than it loaded
+
+    # Loading, on first use.
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        if self._finished:
+            raise RuntimeError(_AFTER_RESPONSE)
+        found = None
+        if self._cookie_sid is not None:
+            self._connection.open()
+            found = self._store.load(self._cookie_sid)
+        self._adopt(self._cookie_sid, found)
+        self._is_new = found is None
+        self._loaded = True
+
+    def _adopt(self, sid: Optional[str], found: Optional[StoredSession]) -> None:
+        """Take a stored session as this one, or start a new one (new id, empty, the default lifetime)."""
+        dict.clear(self)  # the placeholder too
+        if found is None or sid is None:
+            self._id = self._engine.new_id()
+            self._cookie = self._engine.new_cookie(self._https, self._engine.max_age)  # its lifetime starts now
+            self._saved = _Saved({}, self._cookie.max_age, None, None)
+            return
+        stored_cookie = found.data.pop("cookie", None)
+        dict.update(self, found.data)
+        self._id = sid
+        self._cookie = self._engine.new_cookie(self._https, _stored_max_age(stored_cookie, self._engine.max_age))
+        self._saved = _Saved(self._encoded(), self._cookie.max_age, found.expires, found.token)
+
+    def _encoded(self) -> Dict[str, str]:
+        """Each key (as JSON makes it: a str) with its value as JSON."""
+        if dict.__contains__(self, "cookie"):
+            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
+        return {key if type(key) is str else _object_key(key): _to_json(value, key)
+                for key, value in dict.items(self)}
+
+    def _changes(self, encoded: Dict[str, str]) -> Tuple[Dict[str, str], List[str], bool]:
+        """What differs from what was last saved: keys set (as JSON), keys removed, and the lifetime."""
+        saved = self._saved
+        changes = {key: text for key, text in encoded.items() if saved.data.get(key) != text}
+        removed = [key for key in saved.data if key not in encoded]
+        return changes, removed, self._cookie.max_age != saved.max_age
+
+    def _check_usable(self) -> None:
+        if self._finished:
+            raise RuntimeError(_AFTER_RESPONSE)
+        self._load()
+
+    @property
+    def id(self) -> str:
+        self._load()
+        return self._id
+
+    @property
+    def cookie(self) -> SessionCookie:
+        self._load()
+        return self._cookie
+
+    @property
+    def is_new(self) -> bool:
+        self._load()
+        return self._is_new
+
+    # What the request may do.
+
+    def save(self) -> None:
+        """Write the session now (it is also saved at the end of the request if it changes again)."""
+        self._check_usable()
+        self._write(self._encoded(), force=True)
+
+    def _write(self, encoded: Dict[str, str], force: bool = False) -> bool:
+        """Store what changed since the last save (a new session whole); returns whether it wrote."""
+        saved = self._saved
+        changes, removed, lifetime_changed = self._changes(encoded)
+        if saved.token is not None and not (changes or removed or lifetime_changed or force):
+            return False
+        self._connection.open()
+        cookie = _to_json(self._cookie.to_json())
+        if lifetime_changed:
+            changes["cookie"] = cookie
+        expires = self._row_expiry()
+        text = _json_object({"cookie": cookie, **encoded})  # express-session's shape, cookie first
+        token = self._store.save(self._id, text, changes, removed, expires, saved.token)
+        if token is None:
+            # Destroyed or expired meanwhile (a log-out in another request): never bring it back, not
+            # even by a later save in this request. What the request stores from here on is a new session's.
+            logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
+            self._adopt(None, None)
+            return False
+        self._saved = _Saved(encoded, self._cookie.max_age, expires, token)
+        self._wrote_lifetime = self._wrote_lifetime or lifetime_changed
+        return True
+
+    def touch(self) -> None:
+        """Restart the session's lifetime now, in the cookie and in the store."""
+        self._check_usable()
+        self._cookie.reset_expiry(_utcnow())
+        if self._saved.token is not None:
+            self._touch_row()
+
+    def _touch_row(self) -> None:
+        self._connection.open()
+        self._store.touch(self._id, {"cookie": self._cookie.to_json()}, token=self._saved.token)
+        self._saved = self._saved._replace(expires=self._row_expiry())
+
+    def _row_expiry(self) -> datetime.datetime:
+        """When the stored row expires: with the cookie, or a day from now for a browser-session cookie (as knex)."""
+        return self._cookie.expires or _utcnow() + ONE_DAY
+
+    def regenerate(self) -> None:
+        """Move the data to a new id and delete the old row: call it on log-in (session fixation)."""
+        self._check_usable()
+        self._delete_row()
+        self._id = self._engine.new_id()
+
+    def destroy(self) -> None:
+        """Delete the session and clear its cookie; what is stored afterwards starts a new session."""
+        self._check_usable()
+        self._delete_row()
+        self._adopt(None, None)
+        self._destroyed = True
+
+    def reload(self) -> None:
+        """Read the session again from the store, dropping unsaved changes (a vanished one starts anew)."""
+        self._check_usable()
+        found = None
+        if self._saved.token is not None:
+            self._connection.open()
+            found = self._store.load(self._id)
+        self._adopt(self._id, found)
+
+    def _delete_row(self) -> None:
+        if self._saved.token is not None:
+            self._connection.open()
+            self._store.destroy(self._id)
+            self._saved = _Saved({}, self._saved.max_age, None, None)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["Session"]:
+        """Make a read-modify-write atomic: reload under the row lock, save before it is released.
+
+            with session.locked():
+                session["balance"] = session.get("balance", 0) + amount
+
+        Changes made before the block and not yet saved are dropped by the reload (but for a
+        block inside another, which holds the lock already). A block that raises, abort()
+        included, is undone, in the session as in the database; one that ends in a redirect is
+        saved.
+        """
+        self._check_usable()
+        self._connection.open()
+        outer, before, redirect = self._locked, None, None
+        try:
+            with self._store.transaction():  # a new session has no row to lock, but the app's statements roll back
+                if self._saved.token is not None and not outer:
+                    self._adopt(self._id, self._store.load(self._id, for_update=True))
+                self._locked = True
+                before = (dict(self.__dict__), copy.copy(self._cookie), self._encoded())
+                try:
+                    yield self
+                except BaseException as exc:
+                    if not self._engine.is_redirect(exc):
+                        raise
+                    redirect = exc
+                if self._saved.token is not None:  # one new, destroyed or regenerated in the block is stored later
+                    self._write(self._encoded())
+        except BaseException:
+            if before is not None:
+                self._restore(*before)
+            raise
+        finally:
+            self._locked = outer
+        if redirect is not None:
+            raise redirect
+
+    def _restore(self, attributes: dict, cookie: SessionCookie, encoded: Dict[str, str]) -> None:
+        """Put back what a locked() block that failed changed: the data, the attributes and the cookie."""
+        dict.clear(self)
+        dict.update(self, {key: json.loads(text) for key, text in encoded.items()})
+        self.__dict__.update(attributes)
+        self._cookie = cookie
+
+    # At the end of the request: save, touch or neither, then the cookie (express-session's rules).
+
+    def _rolling(self) -> bool:
+        return self._options.rolling
+
+    def _finish(self) -> Optional[str]:
+        """Save or touch as the options say; the Set-Cookie header to send ("" none), or None if never used."""
+        if not self._loaded:
+            if not (self._options.rolling and self._cookie_sid is not None):
+                self._finished = True
+                return None  # never used: no query, no cookie
+            self._load()  # rolling promises a fresh expiry on every response
+        self._finished = True
+        self._cookie.reset_expiry(_utcnow())
+        encoded = self._encoded()
+        changes, removed, lifetime_changed = self._changes(encoded)
+        lifetime_changed = lifetime_changed or self._wrote_lifetime
+        # express-session's isModified: a new id, other data or another lifetime than at the start.
+        browser_has_id = self._id == self._cookie_sid
+        modified = bool(changes or removed) or lifetime_changed or self._forced
+        if self._saved.token is not None:
+            wrote = self._write(encoded, force=self._options.resave or self._forced)
+            if browser_has_id and not wrote:
+                self._touch_if_due()
+        elif modified or (self._options.save_uninitialized and not self._destroyed):
+            self._write(encoded)  # an empty new session is not stored (saveUninitialized)
+        if self._saved.token is not None:
+            if not browser_has_id or self._rolling() or self._signed_with_old_secret or lifetime_changed or (
+                    modified and self._cookie.expires is not None):
+                return self._engine.cookie_header(self._cookie, self._id, self._https)
+        elif self._destroyed and self._cookie_sid is not None:
+            return self._engine.cookie_header(self._cookie, None, self._https)
+        return ""
+
+    def _touch_if_due(self) -> None:
+        """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
+        saved = self._saved
+        if saved.token is not None and saved.expires is not None:
+            if (self._row_expiry() - saved.expires).total_seconds() >= self._options.touch_after:
+                self._touch_row()
+
+    def _release(self) -> None:
+        self._finished = True
+        self._connection.close()
+
+    def __copy__(self) -> dict:
+        return self.copy()  # a plain dict: a copy has no request to be saved with
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return copy.deepcopy(self.copy(), memo)
+
+    def __repr__(self) -> str:
+        if not self._loaded:
+            return "<Session (not loaded)>"
+        return "<Session %.8s... %s>" % (self._id, dict.__repr__(self))
+
+
+def _loading(name: str, changes: bool) -> Callable:
+    method = getattr(dict, name)
+    if changes:
+        def loading(self, *args, **kwargs):
+            self._check_usable()
+            return method(self, *args, **kwargs)
+    else:
+        def loading(self, *args, **kwargs):
+            self._load()
+            return method(self, *args, **kwargs)
+
+    loading.__name__ = name
+    loading.__doc__ = method.__doc__
+    return loading
+
+
+# Every way of reading or writing the dict loads the session first; a change after the response raises.
+for _name in ("__getitem__", "__contains__", "__iter__", "__len__", "__eq__", "__ne__", "__or__", "__reversed__",
+              "get", "keys", "values", "items", "copy"):
+    setattr(Session, _name, _loading(_name, changes=False))
+for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "setdefault", "update", "clear"):
+    setattr(Session, _name, _loading(_name, changes=True))
+del _name
+
+
+class SessionEngine:
+    """express-session's rules for one app, with no web framework; the adapters below are thin layers on it.
+
+    For each request, open() reads the cookie and makes the request's Session (loaded on
+    first use); finish() saves, touches or does nothing and returns the headers to send;
+    release() gives its connection back. The options are SessionPlugin's (see the README).
+    """
+
+    def __init__(
+        self,
+        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        *,
+        secret: Union[str, Iterable[str]],
+        cookie_name: str = "connect.sid",
+        max_age: Optional[float] = 86400,
+        path: str = "/",
+        domain: Optional[str] = None,
+        httponly: bool = True,
+        secure: Union[bool, str] = False,
+        samesite: Optional[str] = "Lax",
+        partitioned: bool = False,
+        priority: Optional[str] = None,
+        resave: bool = False,
+        save_uninitialized: bool = False,
+        rolling: bool = False,
+        touch_after: Optional[float] = None,
+        trust_proxy: bool = False,
+        genid: Optional[Callable[[], str]] = None,
+        is_redirect: Callable[[BaseException], bool] = lambda exc: False,
+        session_class: Type[Session] = Session,
+        **store_options: Any,
+    ) -> None:
+        self.secrets = _check_secrets(secret)
+        if not isinstance(cookie_name, str) or not _COOKIE_NAME.match(cookie_name):
+            raise ValueError("cookie_name %r is not a valid cookie name" % (cookie_name,))
+        if secure not in (True, False, "auto"):
+            raise ValueError("secure must be True, False or 'auto', not %r" % (secure,))
+        _check_lifetime(max_age, "max_age")
+        # The settings every session's cookie starts from, checked as SessionCookie checks them.
+        self.cookie = SessionCookie(None, path, domain, secure is True, httponly, samesite, partitioned, priority)
+        if secure is False and (self.cookie.samesite == "None" or partitioned):
+            raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
+        if isinstance(db_or_store, PeeweeSessionStore):
+            if store_options:
+                raise TypeError("store options go to the store you made: %s" % ", ".join(store_options))
+            self.store, self._owns_store = db_or_store, False
+        else:
+            self.store, self._owns_store = PeeweeSessionStore(db_or_store, **store_options), True
+        if touch_after is None:
+            touch_after = DEFAULT_TOUCH_AFTER if max_age is None else min(DEFAULT_TOUCH_AFTER, max_age / 10)
+        self.cookie_name = cookie_name
+        self.max_age = max_age
+        self.secure = secure  # True, False or "auto": decided per request
+        self.trust_proxy = trust_proxy
+        self.genid = genid or _default_genid
+        self.is_redirect = is_redirect  # an exception that ends a request normally: a locked() block ending so is saved
+        self.session_class = session_class
+        self.options = SessionOptions(rolling, resave, save_uninitialized, float(touch_after))
+
+    # A request's session, from start to end.
+
+    def open(self, cookie_header: str, https: bool, options: Optional[SessionOptions] = None) -> Session:
+        """The session of a request with this Cookie header, made over HTTPS or not; loaded on first use."""
+        sid, old_secret = self.sid_from_cookie(cookie_header)
+        return self.session_class(self, sid, old_secret, https, options or self.options)
+
+    def open_environ(self, environ: dict, options: Optional[SessionOptions] = None) -> Session:
+        """open() for a WSGI request (X-Forwarded-Proto believed only with trust_proxy)."""
+        return self.open(environ.get("HTTP_COOKIE", ""), _is_https(environ, self.trust_proxy), options)
+
+    def finish(self, session: Session, header: Callable[[str], Optional[str]] = lambda name: None
+               ) -> List[Tuple[str, str]]:
+        """Save, touch or do nothing, and return the headers for the response.
+
+        `header(name)` reads a header the response has already. Add a Set-Cookie; set the
+        others (Vary, Cache-Control) in place of the response's own. Nothing for a session
+        the request never used.
+        """
+        set_cookie = session._finish()
+        if set_cookie is None:
+            return []
+        # A response that read a session depends on the cookie: keep it out of shared caches.
+        headers = []
+        vary = header("Vary")
+        if not vary:
+            headers.append(("Vary", "Cookie"))
+        elif "cookie" not in vary.lower() and vary.strip() != "*":
+            headers.append(("Vary", vary + ", Cookie"))
+        if not header("Cache-Control"):
+            headers.append(("Cache-Control", "private"))
+        if set_cookie:
+            headers.append(("Set-Cookie", set_cookie))
+        return headers
+
+    def release(self, session: Session) -> None:
+        """End the session's request: its connection goes back, and a later change raises RuntimeError."""
+        session._release()
+
+    # What sessions ask of it.
+
+    def sid_from_cookie(self, cookie_header: str) -> Tuple[Optional[str], bool]:
+        """The verified session id in a Cookie header (or None), and whether an old secret signed it."""
+        value = _read_cookie(cookie_header, self.cookie_name)
+        if value is not None:
+            for index, secret in enumerate(self.secrets):  # one signature check per secret, newest first
+                sid = unsign_session_id(value, secret)
+                if sid is not None:
+                    return (sid, index > 0) if _is_valid_sid(sid) else (None, False)
+        return None, False
+
+    def new_id(self) -> str:
+        sid = self.genid()
+        _check_sid(sid)
+        return sid
+
+    def new_cookie(self, https: bool, max_age: Optional[float]) -> SessionCookie:
+        """A session's cookie: the settings, with a lifetime starting now."""
+        return self.cookie.copy(max_age, https if self.secure == "auto" else self.secure)
+
+    def cookie_header(self, cookie: SessionCookie, sid: Optional[str], https: bool) -> str:
+        """The Set-Cookie value for a session id (None: one that clears the cookie); "" when it can't be sent."""
+        if cookie.secure and not https:
+            logger.debug("not sending the secure session cookie over plain HTTP")
+            return ""
+        if sid is None:
+            return cookie.clearing_header(self.cookie_name)
+        return cookie.header(self.cookie_name, sign_session_id(sid, self.secrets[0]))
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+
+def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
+    secret_list = [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
+    if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
+        raise ValueError("sessions need secret=: a non-empty string, or a list of them (the first signs)")
+    for s in secret_list:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes from the environment that were not UTF-8
+            raise ValueError("a secret must be text that UTF-8 can encode (as Node reads it)") from None
+    return secret_list
+
+
+def _default_genid() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits, 32 characters, as express-session's uid-safe
+
+
+def _is_https(environ: dict, trust_proxy: bool) -> bool:
+    if trust_proxy and environ.get("HTTP_X_FORWARDED_PROTO"):
+        return environ["HTTP_X_FORWARDED_PROTO"].split(",")[0].strip().lower() == "https"
+    return environ.get("wsgi.url_scheme") == "https"
+
+
+# -- Adapters: Bottle, plain WSGI and Flask, each a thin layer on SessionEngine -----------------
+
+
+def _takes_argument(callback: Callable, name: str) -> bool:
+    """Whether the route's own function (under functools.wraps decorators) has a parameter `name`."""
+    try:
+        parameters = inspect.signature(inspect.unwrap(callback)).parameters
+    except (TypeError, ValueError):
+        return False
+    parameter = parameters.get(name)
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
+def _is_bottle_redirect(exc: BaseException) -> bool:
+    import bottle
+
+    return isinstance(exc, bottle.HTTPResponse) and not isinstance(exc, bottle.HTTPError)  # abort() fails
+
+
+class SessionPlugin:
+    """A Bottle plugin giving callbacks that take a `session` argument a server-side session.
+
+    It does what express-session does for Express: a signed cookie in the same
+    format, the session loaded only when used, saved only when changed (nested
+    changes included), touched otherwise at most every `touch_after` seconds.
+    The options are SessionEngine's; `touch_after` defaults to 60 seconds or a
+    tenth of max_age, whichever is shorter. A route may override rolling, resave,
+    save_uninitialized and touch_after: @app.route(..., session={"rolling": True}).
+    """
+
+    api = 2
+
+    def __init__(
+        self,
+        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        *,
+        secret: Union[str, Iterable[str]],
+        keyword: str = "session",
+        error_status: Optional[int] = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(keyword, str) or not keyword.isidentifier():
+            raise ValueError("keyword must be a Python identifier, not %r" % (keyword,))
+        self.engine = SessionEngine(db_or_store, secret=secret, is_redirect=_is_bottle_redirect, **options)
+        self.store = self.engine.store
+        self.name = keyword  # Bottle keeps one plugin per name: two keywords, two plugins
+        self.keyword = keyword
+        self.error_status = error_status
+
+    def setup(self, app: Any) -> None:
+        import bottle
+
+        for other in app.plugins:
+            if isinstance(other, SessionPlugin) and other.keyword == self.keyword:
+                raise bottle.PluginError("a session plugin with keyword %r is already installed" % self.keyword)
+
+    def apply(self, callback: Callable, route: Any) -> Callable:
+        import bottle
+
+        if not _takes_argument(route.callback, self.keyword):
+            return callback
+        engine, keyword = self.engine, self.keyword
+        options = engine.options.overridden(route.config.get, self.name)
+
+        def finish(session: Session, response: Any) -> None:
+            for name, value in engine.finish(session, response.get_header):
+                if name == "Set-Cookie":
+                    response.add_header(name, value)
+                else:
+                    response.set_header(name, value)
+
+        def with_session(*args, **kwargs):
+            session = engine.open_environ(bottle.request.environ, options)
+            kwargs[keyword] = session
+            try:
+                try:
+                    result = callback(*args, **kwargs)
+                    if result is session:
+                        session.id  # loads it: Bottle serializes it after the session is finished
+                except bottle.HTTPResponse as sent:  # redirect(), abort(), raised HTTPError
+                    finish(session, sent)
+                    raise
+                finish(session, result if isinstance(result, bottle.HTTPResponse) else bottle.response)
+                return result
+            except SessionStoreError as exc:
+                if self.error_status is None:
+                    raise
+                logger.warning("answering %d: %s", self.error_status, exc)
+                raise bottle.HTTPError(self.error_status, "The session store is unavailable; please retry.",
+                                       exc, headers={"Retry-After": "5"}) from exc
+            finally:
+                engine.release(session)
+
+        return with_session
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+class SessionMiddleware:
+    """WSGI middleware giving any WSGI app a server-side session in environ["peewee_sessions.session"].
+
+    The session is loaded on first use, and saved (its cookie added) when the app calls
+    start_response, a redirect or an error page included; an exception out of the app, or
+    a start_response with exc_info, saves nothing. A change after start_response raises
+    RuntimeError. The options are SessionPlugin's; with error_status, a SessionStoreError
+    that reaches the middleware before the response starts is answered with that status.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        *,
+        secret: Union[str, Iterable[str]],
+        environ_key: str = "peewee_sessions.session",
+        error_status: Optional[int] = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.engine = SessionEngine(db_or_store, secret=secret, **options)
+        self.store = self.engine.store
+        self.environ_key = environ_key
+        self.error_status = error_status
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        engine = self.engine
+        session = engine.open_environ(environ)
+        environ[self.environ_key] = session
+        started = []
+
+        def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
+            if exc_info is None and not started:
+                headers = list(headers)
+                for name, value in engine.finish(session, functools.partial(_wsgi_header, headers)):
+                    if name != "Set-Cookie":
+                        headers = [(key, old) for key, old in headers if key.lower() != name.lower()]
+                    headers.append((name, value))
+            engine.release(session)
+            started.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = self.app(environ, start_session_response)
+        except SessionStoreError as exc:
+            engine.release(session)
+            if self.error_status is None or started:
+                raise
+            logger.warning("answering %d: %s", self.error_status, exc)
+            phrase = http.HTTPStatus(self.error_status).phrase
+            start_response("%d %s" % (self.error_status, phrase),
+                           [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")])
+            return [b"The session store is unavailable; please retry.\n"]
+        except BaseException:
+            engine.release(session)
+            raise
+        return _ReleasingIterable(result, engine, session)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _wsgi_header(headers: List[Tuple[str, str]], name: str) -> Optional[str]:
+    lowered = name.lower()
+    return next((value for key, value in headers if key.lower() == lowered), None)
+
+
+class _ReleasingIterable:
+    """A WSGI response body that releases the session when the server closes it (start_response may come late)."""
+
+    def __init__(self, body: Iterable[bytes], engine: SessionEngine, session: Session) -> None:
+        self.body, self.engine, self.session = body, engine, session
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.engine.release(self.session)
+
+
+@functools.lru_cache(maxsize=None)
+def _flask_session_class() -> Type[Session]:
+    """Flask's session: a Session that is also Flask's SessionMixin (made on first use: Flask is optional)."""
+    import flask
+    from flask.sessions import SessionMixin
+
+    class FlaskSession(Session, SessionMixin):
+        """flask.session: a Session with Flask's `permanent`, `new`, `modified` and `accessed`."""
+
+        @property  # type: ignore[override]
+        def permanent(self) -> bool:
+            """Whether the session outlives the browser: it then lives PERMANENT_SESSION_LIFETIME."""
+            return self.cookie.max_age is not None
+
+        @permanent.setter
+        def permanent(self, value: bool) -> None:
+            self._check_usable()
+            lifetime = flask.current_app.permanent_session_lifetime.total_seconds() if value else None
+            if lifetime != self._cookie.max_age:
+                self._cookie.max_age = lifetime
+
+        @property  # type: ignore[override]
+        def new(self) -> bool:
+            return self.is_new
+
+        @property  # type: ignore[override]
+        def modified(self) -> bool:
+            """Whether the request changed the session; set it to True to save it unchanged."""
+            self._load()
+            changes, removed, lifetime_changed = self._changes(self._encoded())
+            return self._forced or bool(changes or removed) or lifetime_changed
+
+        @modified.setter
+        def modified(self, value: bool) -> None:
+            self._forced = bool(value)
+
+        @property  # type: ignore[override]
+        def accessed(self) -> bool:
+            return self._loaded
+
+        @accessed.setter
+        def accessed(self, value: bool) -> None:
+            pass  # derived: a session is accessed when it was loaded
+
+        def _rolling(self) -> bool:
+            # SESSION_REFRESH_EACH_REQUEST renews permanent sessions only, as Flask's own sessions.
+            return self._options.rolling and self._cookie.max_age is not None
+
+    return FlaskSession
+
+
+def _is_flask_redirect(exc: BaseException) -> bool:
+    from werkzeug.exceptions import HTTPException
+
+    return isinstance(exc, HTTPException) and 300 <= (exc.code or 0) < 400
+
+
+class FlaskSessionInterface:
+    """Flask's session interface: `app.session_interface = FlaskSessionInterface(db)`.
+
+    flask.session is then a server-side Session. As Flask's own sessions, it signs with
+    app.secret_key (any of SECRET_KEY_FALLBACKS also verifies), takes its cookie from
+    the SESSION_COOKIE_* settings, and is a browser-session cookie until
+    `session.permanent = True`, which makes it live PERMANENT_SESSION_LIFETIME (renewed on
+    each request with SESSION_REFRESH_EACH_REQUEST). Options given here (SessionPlugin's)
+    override the app's config; error_status answers a save that fails with that status.
+    """
+
+    def __init__(self, db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None, *,
+                 error_status: Optional[int] = None, **options: Any) -> None:
+        if "secret" in options:
+            raise TypeError("FlaskSessionInterface signs with app.secret_key (and SECRET_KEY_FALLBACKS)")
+        if not isinstance(db_or_store, PeeweeSessionStore):
+            store_options = {key: options.pop(key) for key in list(options) if key in _STORE_OPTIONS}
+            db_or_store = PeeweeSessionStore(db_or_store, **store_options)
+        self.store = db_or_store
+        self.options = options
+        self.error_status = error_status
+        self._engines: Dict[Any, Tuple[tuple, SessionEngine]] = {}
+        self._lock = threading.Lock()
+
+    def _engine(self, app: Any) -> Optional[SessionEngine]:
+        """The app's engine, made again when its secrets change; None without app.secret_key."""
+        if not app.secret_key:
+            return None
+        secrets_ = tuple([app.secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or [])])
+        secrets_ = tuple(s.decode("utf-8") if isinstance(s, bytes) else s for s in secrets_)
+        known = self._engines.get(app)
+        if known is not None and known[0] == secrets_:
+            return known[1]
+        config = app.config
+        settings = {
+            "cookie_name": config["SESSION_COOKIE_NAME"],
+            "domain": config.get("SESSION_COOKIE_DOMAIN") or None,
+            "path": config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
+            "secure": bool(config.get("SESSION_COOKIE_SECURE")),
+            "httponly": bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+            "samesite": config.get("SESSION_COOKIE_SAMESITE"),
+            "partitioned": bool(config.get("SESSION_COOKIE_PARTITIONED")),
+            "max_age": None,  # a browser-session cookie until session.permanent = True
+            "rolling": bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
+        }
+        settings.update(self.options)
+        engine = SessionEngine(self.store, secret=list(secrets_), is_redirect=_is_flask_redirect,
+                               session_class=_flask_session_class(), **settings)
+        with self._lock:
+            self._engines[app] = (secrets_, engine)
+        return engine
+
+    # Flask's SessionInterface.
+
+    def open_session(self, app: Any, request: Any) -> Optional[Session]:
+        engine = self._engine(app)
+        return None if engine is None else engine.open_environ(request.environ)
+
+    def make_null_session(self, app: Any) -> Any:
+        from flask.sessions import NullSession
+
+        return NullSession()
+
+    def is_null_session(self, obj: Any) -> bool:
+        from flask.sessions import NullSession
+
+        return isinstance(obj, NullSession)
+
+    def save_session(self, app: Any, session: Session, response: Any) -> None:
+        engine = self._engine(app)
+        if engine is None:
+            return
+        try:
+            if sys.exc_info()[1] is not None:
+                return  # Flask is answering an uncaught exception with its error page: save nothing
+            headers = engine.finish(session, response.headers.get)
+        except SessionStoreError as exc:
+            if self.error_status is None:
+                raise
+            logger.warning("answering %d: %s", self.error_status, exc)
+            response.status_code = self.error_status
+            response.headers["Retry-After"] = "5"
+            response.set_data(b"The session store is unavailable; please retry.\n")
+            return
+        finally:
+            engine.release(session)
+        for name, value in headers:
+            if name == "Set-Cookie":
+                response.headers.add(name, value)
+            else:
+                response.headers[name] = value
+
+
+_STORE_OPTIONS = frozenset(inspect.signature(PeeweeSessionStore).parameters) - {"db"}
+
+
 # -- The command line ------------------------------------------------------------------------
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_URL, EXIT_UNREACHABLE, EXIT_NO_TABLE = 0, 1, 2, 3, 4, 5
@@ -2032,7 +2542,7 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
 
     try:
         db = connect(url)
-        _dialect_of(db)
+        _dialect_for(db)
     except Exception as exc:  # db_url raises several kinds for a URL it can't use
         raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
     if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):

@@ -483,10 +483,10 @@ def test_a_failed_load_leaves_the_session_usable(make_web, monkeypatch):
         return "loaded %s" % session.get("n")
 
     client.get("/count")
-    real = plugin.store._load
-    monkeypatch.setattr(plugin.store, "_load", lambda sid: (_ for _ in ()).throw(SessionStoreError("down")))
+    real = plugin.store.load
+    monkeypatch.setattr(plugin.store, "load", lambda sid: (_ for _ in ()).throw(SessionStoreError("down")))
     assert client.get("/tolerant").text == "store down"
-    monkeypatch.setattr(plugin.store, "_load", real)
+    monkeypatch.setattr(plugin.store, "load", real)
     assert client.get("/tolerant").text == "loaded 1"
 
 

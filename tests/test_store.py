@@ -180,7 +180,7 @@ def test_a_backlog_sweep_deletes_exactly_the_expired_rows(make_store, pattern):
 
 def sweep_steps(store):
     """What a MySQL sweep ran: "expired" (keys read in expiry order), "window" (consecutive keys), "delete"."""
-    sql, counter = store._statements, Counter(store.db)
+    sql, counter = store.dialect, Counter(store.db)
     store.sweep()
     names = {sql.sweep_expired_keys: "expired", sql.sweep_window[False]: "window", sql.sweep_window[True]: "window"}
     return [names.get(statement, "delete" if statement.startswith("DELETE") else statement)
@@ -233,7 +233,7 @@ def test_mysql_sweep_spares_a_row_saved_again_after_its_key_was_read(db, make_st
         def fetchone(self):
             return self.row
 
-    statements = store._statements
+    statements = store.dialect
     key_reads = {statements.sweep_expired_keys, *statements.sweep_window.values()}
 
     def revive_after_the_keys_are_read(sql, params=None, *args, **kwargs):
@@ -312,7 +312,7 @@ def test_mysql_sweep_is_not_cut_short_by_group_concat_max_len(make_store):
 def test_mysql_sweep_refuses_a_damaged_list_of_keys(make_store, count, array):
     """A list that doesn't hold as many keys as the read counted is never half-deleted: the sweep stops, saying why."""
     store = make_store()
-    reader = peewee_sessions._KeyOrderSweep(store.db, store._statements)
+    reader = peewee_sessions._KeyOrderSweep(store.db, store.dialect)
     with store.connection(), pytest.raises(peewee.DatabaseError, match="list of the sweep's %d keys came back damaged" % count):
         reader._read_keys("SELECT %s, %s, NULL", (count, array))
 
@@ -349,7 +349,7 @@ def test_mysql_walk_goes_on_after_the_last_key_of_each_window(make_store):
     """The walk's cursor is the window's last key, live or not: no key is read twice or skipped."""
     store = make_store(sweep_batch_size=10)
     fill_interleaved(store, "xxxxxxxxll" * 3)
-    walk = peewee_sessions._KeyOrderSweep(store.db, store._statements)
+    walk = peewee_sessions._KeyOrderSweep(store.db, store.dialect)
     with store.connection():
         assert walk.step(10) == (8, True)  # a full first read of the expired index: the walk's first window
         assert walk.cursor == "k-0009"  # live
@@ -380,7 +380,7 @@ def page_sweep_steps(store, slices=None):
     """What a PostgreSQL sweep ran: "expired" (a batch in expiry order), "size" (the table's pages),
     (first page, end page) for each window of pages it swept, and "slice" for each read of a slice
     of the expired index (whose bounds go into `slices`, if given)."""
-    sql, steps = store._statements, []
+    sql, steps = store.dialect, []
     original = store.db.execute_sql
 
     def recording(statement, params=None, *args, **kwargs):
@@ -430,7 +430,7 @@ def buffers_of_a_sweep_batch(store):
     """The pages (index and table, counted per visit) one sweep batch reads, by EXPLAIN (ANALYZE, BUFFERS).
 
     The scan marks dead entries as it goes, so a second call would count fewer."""
-    sql = store._statements
+    sql = store.dialect
     with store.connection(), store.db.atomic() as transaction:
         plan = [row[0] for row in store.db.execute_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql.sweep_batch,
                                                          (sql.now(), store.sweep_batch_size))]
@@ -527,7 +527,7 @@ def test_postgresql_page_walk_deletes_at_most_a_batch_per_statement(make_store):
     live_sids = fill_pages(store, "x" * 100 + "l" * 5)  # the first window, 8 pages, holds 56 expired rows
     walked = Counter(store.db)
     counts = list(store.sweep_batches())
-    assert store._statements.sweep_pages in walked.statements
+    assert store.dialect.sweep_pages in walked.statements
     assert sum(counts) == 100 and max(counts) == 5
     assert set(store.all()) == live_sids
 
@@ -564,8 +564,8 @@ def test_postgresql_sweep_without_a_backlog_reads_the_expired_index_only(make_st
 
 def pages_only_in_expiry_order(store):
     """Make PostgreSQL look older than 14 to the sweep, which then never walks pages."""
-    sql = store._statements
-    if sql.dialect == "postgresql":
+    sql = store.dialect
+    if sql.name == "postgresql":
         sql.table_pages = sql.table_pages.replace(">= 140000", ">= 990000")  # a version no server has yet
 
 
