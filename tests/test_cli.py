@@ -172,7 +172,9 @@ def test_sweep_shows_progress_on_a_terminal(tmp_path):
 
 
 def test_the_console_script_is_declared():
-    assert "peewee-sessions = peewee_sessions:main" in (ROOT / "setup.py").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    scripts = pyproject.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    assert 'peewee-sessions = "peewee_sessions:main"' in scripts
 
 
 @pytest.mark.parametrize("option", [["--table", "bad name"], ["--sid-field", "1x"], ["--table", "x;drop"]])
