@@ -149,7 +149,7 @@ def test_count_log_in_and_out(browser, site):
     name = "Ada <b>Lovelace</b> & co"
     browser.get(site + "/login")
     browser.find_element(By.NAME, "name").send_keys(name)
-    click_and_wait('form[action="/login"] button', "/me", "who", name)
+    click_and_wait('form[action="/login"] button', "/sessions", "who", name)
     assert text_of("who") == "You are %s." % name
 
     cookie = session_cookie(browser)
@@ -165,5 +165,5 @@ def test_count_log_in_and_out(browser, site):
     click_and_wait('form[action="/logout"] button', "/", "who", "Nobody is signed in.")
     assert text_of("views") == "1"
     assert session_cookie(browser)["value"] not in (before_login, cookie["value"])
-    browser.get(site + "/me")
+    browser.get(site + "/sessions")
     assert text_of("who") == "Nobody is signed in. Log in"
