@@ -20,7 +20,9 @@ import datetime
 import html
 import os
 import re
+import socketserver
 import sys
+from wsgiref.simple_server import WSGIServer
 
 import bottle
 from playhouse.db_url import connect
@@ -30,6 +32,7 @@ from peewee_sessions import PeeweeSessionStore, SessionPlugin
 SECRET_VARIABLE = "SESSION_SECRET"
 DEVELOPMENT_SECRET = "development only: set SESSION_SECRET"
 FRAMEWORK = "Bottle"
+TWIN = "<code>example_flask.py</code> (port 8081)"  # the same site in the other framework
 
 # `user_id` is the session key the store indexes: store.sessions_of(user_id) finds a user's
 # sessions through it. Older peewee-sessions has neither, and the site then runs without that page.
@@ -62,6 +65,11 @@ h1 { margin: 0 0 1.25rem; font-size: 1.75rem; }
         margin-bottom: 1.25rem; }
 .card > :first-child { margin-top: 0; }
 .card > :last-child { margin-bottom: 0; }
+h2 { margin: 0 0 .75rem; font-size: 1.1rem; }
+ul { padding-left: 1.25rem; }
+li + li { margin-top: .4rem; }
+code { font-size: .9em; }
+main a { color: var(--accent); }
 #views { display: block; font-size: 3rem; font-weight: 700; line-height: 1.1; color: var(--accent); }
 .muted { color: var(--muted); }
 .notice { background: #e3f9e5; border: 1px solid #91e697; border-radius: 6px; padding: .6rem 1rem; }
@@ -104,6 +112,17 @@ NAV_LINKS = [("/", "Home"), ("/sessions", "Your sessions")]
 # other sites from POSTing with it.
 LOGOUT_FORM = '<form method="post" action="/logout"><button>Log out</button></form>'
 LOGIN_BUTTON = '<a class="button" href="/login">Log in</a>'
+
+TRY_IT = """<div class="card">
+<h2>Try it</h2>
+<ul>
+<li>Reload: the count goes up. It lives on the server, in the session table; the cookie holds only
+the session's signed id.</li>
+<li>Log in with the same name from a second browser, then see both in <a href="/sessions">Your
+sessions</a> and log the other one out.</li>
+<li>Run {twin} on the same <code>--db</code>: it shares this session (same table, cookie and secret).</li>
+</ul>
+</div>"""
 
 LOGIN_FORM = """<form method="post" action="/login" class="card">
 <p class="muted">Any name works: there is no password. This site only demonstrates sessions.</p>
@@ -200,10 +219,8 @@ def make_app(db=None, secret=None, **plugin_options):
         greeting = "Signed in as <b>%s</b>." % html.escape(user) if user else "Nobody is signed in."
         body = (
             '<div class="card">\n<p><span id="views">%d</span> page loads in this session</p>\n'
-            '<p id="who">%s</p>\n</div>\n'
-            '<p class="muted">The count lives on the server, in the session table; '
-            "the cookie holds only the session's signed id.</p>" % (session["views"], greeting)
-        )
+            '<p id="who">%s</p>\n</div>\n' % (session["views"], greeting)
+        ) + TRY_IT.format(twin=TWIN)
         return page(session, "Visit counter", body)
 
     @app.get("/login")
@@ -261,6 +278,14 @@ def make_app(db=None, secret=None, **plugin_options):
     return app
 
 
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """Bottle's default server with a thread per connection. The default serves one connection at
+    a time, and browsers open spare connections ahead of need: one browser's idle spare would keep
+    every other browser waiting."""
+
+    daemon_threads = True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", metavar="URL", help="database URL (default: ./peewee_sessions.sqlite)")
@@ -268,7 +293,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     args = parser.parse_args(argv)
     app = make_app(connect(args.db) if args.db else None)
-    bottle.run(app, host=args.host, port=args.port, quiet=False)
+    bottle.run(app, host=args.host, port=args.port, quiet=False, server_class=ThreadingWSGIServer)
 
 
 if __name__ == "__main__":

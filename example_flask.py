@@ -33,6 +33,7 @@ except ImportError:  # a peewee-sessions from before the Flask interface: main()
 SECRET_VARIABLE = "SESSION_SECRET"
 DEVELOPMENT_SECRET = "development only: set SESSION_SECRET"
 FRAMEWORK = "Flask"
+TWIN = "<code>example_bottle.py</code> (port 8080)"  # the same site in the other framework
 MISSING_INTERFACE = (
     "example_flask.py needs peewee_sessions.FlaskSessionInterface, which this peewee-sessions "
     "does not have: install a version with the Flask session interface"
@@ -69,6 +70,11 @@ h1 { margin: 0 0 1.25rem; font-size: 1.75rem; }
         margin-bottom: 1.25rem; }
 .card > :first-child { margin-top: 0; }
 .card > :last-child { margin-bottom: 0; }
+h2 { margin: 0 0 .75rem; font-size: 1.1rem; }
+ul { padding-left: 1.25rem; }
+li + li { margin-top: .4rem; }
+code { font-size: .9em; }
+main a { color: var(--accent); }
 #views { display: block; font-size: 3rem; font-weight: 700; line-height: 1.1; color: var(--accent); }
 .muted { color: var(--muted); }
 .notice { background: #e3f9e5; border: 1px solid #91e697; border-radius: 6px; padding: .6rem 1rem; }
@@ -111,6 +117,17 @@ NAV_LINKS = [("/", "Home"), ("/sessions", "Your sessions")]
 # other sites from POSTing with it.
 LOGOUT_FORM = '<form method="post" action="/logout"><button>Log out</button></form>'
 LOGIN_BUTTON = '<a class="button" href="/login">Log in</a>'
+
+TRY_IT = """<div class="card">
+<h2>Try it</h2>
+<ul>
+<li>Reload: the count goes up. It lives on the server, in the session table; the cookie holds only
+the session's signed id.</li>
+<li>Log in with the same name from a second browser, then see both in <a href="/sessions">Your
+sessions</a> and log the other one out.</li>
+<li>Run {twin} on the same <code>--db</code>: it shares this session (same table, cookie and secret).</li>
+</ul>
+</div>"""
 
 LOGIN_FORM = """<form method="post" action="/login" class="card">
 <p class="muted">Any name works: there is no password. This site only demonstrates sessions.</p>
@@ -209,10 +226,8 @@ def make_app(db=None, secret=None, **interface_options):
         greeting = "Signed in as <b>%s</b>." % html.escape(user) if user else "Nobody is signed in."
         body = (
             '<div class="card">\n<p><span id="views">%d</span> page loads in this session</p>\n'
-            '<p id="who">%s</p>\n</div>\n'
-            '<p class="muted">The count lives on the server, in the session table; '
-            "the cookie holds only the session's signed id.</p>" % (session["views"], greeting)
-        )
+            '<p id="who">%s</p>\n</div>\n' % (session["views"], greeting)
+        ) + TRY_IT.format(twin=TWIN)
         return page("Visit counter", body)
 
     @app.get("/login")
@@ -278,7 +293,7 @@ def main(argv=None):
     if FlaskSessionInterface is None:
         sys.exit("error: " + MISSING_INTERFACE)
     app = make_app(connect(args.db) if args.db else None)
-    app.run(host=args.host, port=args.port)
+    app.run(host=args.host, port=args.port)  # threaded, as example_bottle.py's server
 
 
 if __name__ == "__main__":
