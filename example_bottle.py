@@ -236,7 +236,7 @@ def make_app(db=None, secret=None, **plugin_options):
         # before log-in (session fixation) is worth nothing afterwards.
         session.regenerate()
         session[USER_KEY] = name
-        session["user_agent"] = bottle.request.headers.get("User-Agent", "")
+        session["user_agent"] = bottle.request.headers.get("User-Agent", "")[:300]  # for "Your sessions"
         session["logged_in_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         bottle.redirect(app.get_url("sessions"))  # 303 See Other: the browser GETs /sessions
 

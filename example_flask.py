@@ -217,7 +217,7 @@ def make_app(db=None, secret=None, **interface_options):
     # express-session's cookie name, as example_bottle.py: both sites then share the browser's cookie.
     app.config["SESSION_COOKIE_NAME"] = "connect.sid"
     app.session_interface = FlaskSessionInterface(store, **interface_options)
-    session = flask.session
+    session = flask.session  # the current request's session (a proxy), named as in example_bottle.py
 
     @app.get("/")
     def index():
@@ -243,7 +243,7 @@ def make_app(db=None, secret=None, **interface_options):
         # before log-in (session fixation) is worth nothing afterwards.
         session.regenerate()
         session[USER_KEY] = name
-        session["user_agent"] = flask.request.headers.get("User-Agent", "")
+        session["user_agent"] = flask.request.headers.get("User-Agent", "")[:300]  # for "Your sessions"
         session["logged_in_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         return flask.redirect(flask.url_for("your_sessions"), 303)  # See Other: the browser GETs /sessions
 
