@@ -49,7 +49,7 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--paper); color: var(--ink);
        font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-header { display: flex; align-items: center; justify-content: space-between; gap: 1rem;
+header { display: flex; flex-wrap: wrap; align-items: center; justify-content: space-between; gap: 1rem;
          padding: .75rem 2rem; background: #fff; border-bottom: 1px solid var(--line); }
 .site { color: var(--ink); font-weight: 700; font-size: 1.15rem; text-decoration: none; }
 .site small { color: var(--muted); font-weight: 400; font-size: .8rem; margin-left: .4rem; }
