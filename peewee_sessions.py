@@ -64,6 +64,7 @@ __all__ = [
     "FlaskSessionInterface",
     "PeeweeSessionStore",
     "Session",
+    "SessionConflict",
     "SessionCookie",
     "SessionEngine",
     "SessionMiddleware",
@@ -96,17 +97,39 @@ class SessionStoreUnavailable(SessionStoreError):
     """The database could not be reached or the connection broke: worth a 503 and a retry."""
 
 
+class SessionConflict(SessionStoreError):
+    """Another transaction won a conflict over the same rows (a deadlock, a serialization failure, a
+    Galera certification failure, a lock wait timeout) and this one changed nothing.
+
+    The store retries what it can re-run itself; a locked() block it cannot re-run raises this,
+    and Session.run_locked() re-runs the block on it.
+    """
+
+
 class TableMissingError(SessionStoreError):
     """The session table does not exist and the store may not create it."""
 
 
-def _translated(exc: BaseException) -> BaseException:
+def _translated(exc: BaseException, conflict: Callable[[BaseException], bool] = lambda exc: False) -> BaseException:
     """This library's exception for a peewee one (other exceptions pass through)."""
+    if isinstance(exc, peewee.DatabaseError) and conflict(exc):
+        return SessionConflict("the session database reported a conflict; nothing was changed: %s"
+                               % _first_line(exc))
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
-        return SessionStoreUnavailable("the session database is unavailable: %s" % str(exc).strip())
+        return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
     if isinstance(exc, peewee.DatabaseError):
-        return SessionStoreError("the session database failed: %s" % str(exc).strip())
+        return SessionStoreError("the session database failed: %s" % _first_line(exc))
     return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """A driver's message without its LINE/HINT/DETAIL lines."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _driver_error(exc: BaseException) -> Any:
+    """The driver's own exception behind a peewee one (peewee 4 keeps it as .orig)."""
+    return getattr(exc, "orig", None) or exc.__context__ or exc
 
 
 # -- Time: every expiry is an instant in UTC -------------------------------------------------
@@ -359,7 +382,8 @@ class _Dialect:
     """
 
     name = ""
-    sess_type = "TEXT"  # the columns' types, for CREATE TABLE
+    sid_type = "VARCHAR(%d)" % MAX_SID_LENGTH  # the columns' types, for CREATE TABLE
+    sess_type = "TEXT"
     expired_type = "DATETIME"
     atomic_args: Tuple[str, ...] = ()  # what db.atomic() needs to lock before a read-modify-write
     lock_clause = " FOR UPDATE"  # locks the row a read returns, until the transaction ends
@@ -371,16 +395,15 @@ class _Dialect:
         self.param = p = db.param
         sess, expiry = self.sess_text("sess"), self.expiry_text("expired")
         same = self.same_text(p)  # the row holds the text a load or save left (a compare-and-set)
-        self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {sid} = {p} AND expired > {p}"
+        is_sid = self.sid_equals(sid, p)
+        self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {is_sid} AND expired > {p}"
         self.get_for_update = self.get + self.lock_clause
         self.replace_if_unchanged = (
-            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {sid} = {p} AND expired > {p} AND {same}")
-        self.touch_if_unchanged = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p} AND {same}"
-        # Values are bound twice (insert, then update) so one form serves all three databases.
-        self.set = (f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {self.upsert(sid)}"
-                    f" sess = {p}, expired = {p}")
-        self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
-        self.destroy = f"DELETE FROM {t} WHERE {sid} = {p}"
+            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {is_sid} AND expired > {p} AND {same}")
+        self.touch_if_unchanged = f"UPDATE {t} SET expired = {p} WHERE {is_sid} AND expired > {p} AND {same}"
+        self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {self.upsert(sid, p)}"
+        self.touch = f"UPDATE {t} SET expired = {p} WHERE {is_sid} AND expired > {p}"
+        self.destroy = f"DELETE FROM {t} WHERE {is_sid}"
         self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
         self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
         self.clear = f"DELETE FROM {t}"
@@ -396,6 +419,10 @@ class _Dialect:
         """The dialect for the server behind db (called once, on a connection the store opened)."""
         return cls(db, table, sid_column)
 
+    @classmethod
+    def for_table(cls, db: peewee.Database, table: str, sid_column: str) -> None:
+        """Checks of a table that exists (called once, after it was found or made)."""
+
     # The hooks: how this database writes what the store asks.
 
     def sess_text(self, column: str) -> str:
@@ -410,8 +437,17 @@ class _Dialect:
         """A condition: the row's sess is the bound JSON text."""
         return f"sess = {param}"
 
-    def upsert(self, sid: str) -> str:
-        return f"ON CONFLICT ({sid}) DO UPDATE SET"
+    def sid_equals(self, sid: str, param: str) -> str:
+        """A condition: the row's id is the bound one, byte for byte."""
+        return f"{sid} = {param}"
+
+    def upsert(self, sid: str, param: str) -> str:
+        """What makes the INSERT of set() replace a row that has its id (see set_params)."""
+        return f"ON CONFLICT ({sid}) DO UPDATE SET sess = {param}, expired = {param}"
+
+    def set_params(self, sid: str, text: str, expired: Any) -> tuple:
+        # Values are bound twice (insert, then update) so one form serves all three databases.
+        return (sid, text, expired, text, expired)
 
     @staticmethod
     def db_time(value: datetime.datetime) -> Any:
@@ -432,6 +468,10 @@ class _Dialect:
 
     def check_storable(self, sid: str, data: str) -> None:
         """Refuse, before any statement, a JSON text that this database would refuse."""
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        """Whether an error says another transaction won over the same rows, and this one changed nothing."""
+        return False
 
 
 class _SqliteDialect(_Dialect):
@@ -489,6 +529,15 @@ class _PostgresqlDialect(_Dialect):
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
         return _scalar(db, f"SELECT pg_total_relation_size(to_regclass(quote_ident({self.param})))", (table,))
 
+    def is_conflict(self, exc: BaseException) -> bool:
+        error = _driver_error(exc)  # psycopg2 says pgcode, psycopg 3 sqlstate
+        return (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) in _POSTGRESQL_CONFLICTS
+
+
+# serialization_failure, deadlock_detected: the transaction was rolled back and may be run again.
+_POSTGRESQL_CONFLICTS = frozenset({"40001", "40P01"})
+# ER_LOCK_DEADLOCK (also Galera's certification failure), ER_LOCK_WAIT_TIMEOUT.
+_MYSQL_CONFLICTS = frozenset({1213, 1205})
 
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
 # end of life).
@@ -498,6 +547,8 @@ _MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
 class _MysqlDialect(_Dialect):
     name = "mysql"
     sess_type = "JSON"
+    # connect-session-knex's varchar(255), comparing bytes (the server's default collation would not)
+    sid_type = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
     group_concat_lift = ""  # MariaDB's prefix for a statement that aggregates many keys
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
@@ -538,8 +589,32 @@ class _MysqlDialect(_Dialect):
     def same_text(self, param: str) -> str:
         return f"sess = CAST({param} AS JSON)"  # MySQL's JSON type normalizes: compare JSON values
 
-    def upsert(self, sid: str) -> str:
-        return "ON DUPLICATE KEY UPDATE"
+    @classmethod
+    def for_table(cls, db: peewee.Database, table: str, sid_column: str) -> None:
+        """Warn, once per store, when the sid column compares case- or space-insensitively (a knex table)."""
+        collation = db.execute_sql(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE()"
+            f" AND table_name = {db.param} AND column_name = {db.param}", (table, sid_column)).fetchone()
+        if collation and collation[0] and not collation[0].endswith("_bin"):
+            logger.warning(
+                "the session id column %s.%s has the collation %s, which matches ids that differ in case or "
+                "trailing spaces; the store compares ids byte for byte all the same, but two such ids can't both "
+                "be stored. Fix the table with: ALTER TABLE %s MODIFY %s %s NOT NULL",
+                table, sid_column, collation[0], table, sid_column, cls.sid_type)
+
+    def sid_equals(self, sid: str, param: str) -> str:
+        # A knex-made table's column compares case-insensitively and ignores trailing spaces: compare
+        # bytes (which still finds the row through the primary key).
+        return f"{sid} = CAST({param} AS BINARY)"
+
+    def upsert(self, sid: str, param: str) -> str:
+        # Never over another session whose id only matches under a case-insensitive collation.
+        same = self.sid_equals(sid, param)
+        return (f"ON DUPLICATE KEY UPDATE sess = IF({same}, {param}, sess),"
+                f" expired = IF({same}, {param}, expired)")
+
+    def set_params(self, sid: str, text: str, expired: Any) -> tuple:
+        return (sid, text, expired, sid, text, sid, expired)
 
     @staticmethod
     def db_time(value: datetime.datetime) -> Any:
@@ -555,6 +630,10 @@ class _MysqlDialect(_Dialect):
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
         return _scalar(db, "SELECT data_length + index_length FROM information_schema.tables "
                            f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
+
+    def is_conflict(self, exc: BaseException) -> bool:
+        args = getattr(_driver_error(exc), "args", ())
+        return bool(args) and args[0] in _MYSQL_CONFLICTS
 
     def check_storable(self, sid: str, data: str) -> None:
         # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
@@ -620,6 +699,13 @@ def _check_identifier(name: Any, what: str, max_length: int = _MAX_IDENTIFIER) -
     return name
 
 
+class SessionIdField(peewee.CharField):
+    """`sid`: connect-session-knex's varchar(255), comparing bytes on MySQL/MariaDB."""
+
+    def ddl_datatype(self, ctx):
+        return peewee.SQL(_dialect_for(self.model._meta.database).sid_type)
+
+
 class SessionDataField(peewee.Field):
     """`sess`: json on PostgreSQL and MySQL/MariaDB, text on SQLite; Python dicts in and out."""
 
@@ -660,7 +746,7 @@ def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: s
 
     Meta.table_name = table_name
     attrs = {
-        "sid": peewee.CharField(max_length=MAX_SID_LENGTH, primary_key=True, column_name=sid_field_name),
+        "sid": SessionIdField(max_length=MAX_SID_LENGTH, primary_key=True, column_name=sid_field_name),
         "sess": SessionDataField(),
         "expired": ExpiryField(),
         "Meta": Meta,
@@ -691,14 +777,16 @@ class _Connection:
     (see _translated), but for what `passing` names: an exception, or a class of them.
     """
 
-    __slots__ = ("db", "opened", "discard", "passing")
+    __slots__ = ("db", "opened", "discard", "passing", "conflict")
 
     def __init__(self, db: peewee.Database, discard: bool = False,
-                 passing: Union[BaseException, type, None] = None) -> None:
+                 passing: Union[BaseException, type, None] = None,
+                 conflict: Callable[[BaseException], bool] = lambda exc: False) -> None:
         self.db = db
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
         self.passing = passing
+        self.conflict = conflict  # the dialect's is_conflict, once the store knows it
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -731,7 +819,7 @@ class _Connection:
         if exc is None or exc is passing or (
                 isinstance(passing, type) and isinstance(exc, passing)):
             return
-        translated = _translated(exc)
+        translated = _translated(exc, self.conflict)
         if translated is not exc:
             raise translated from exc
 
@@ -806,6 +894,7 @@ class PeeweeSessionStore:
                 with _Connection(self.db, discard=True):
                     dialect = dialect_class.for_server(_database_of(self.db), self.table_name, self.sid_field_name)
                     self._ensure_table()  # not on a server the store refuses
+                    dialect.for_table(self.db, self.table_name, self.sid_field_name)
                 self._dialect = dialect
             return self._dialect
 
@@ -828,13 +917,18 @@ class PeeweeSessionStore:
         """A context that opens a connection if this thread has none, and closes only what it opened."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
 
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return self._dialect is not None and self._dialect.is_conflict(exc)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A transaction on this thread's connection (joining the app's own, if one is open).
 
-        On SQLite it takes the write lock first (BEGIN IMMEDIATE), as it has no row locks.
+        On SQLite it takes the write lock first (BEGIN IMMEDIATE), as it has no row locks. A
+        conflict with another transaction (see SessionConflict) rolls it back and raises
+        SessionConflict: the store cannot run the block again.
         """
-        connection = _Connection(self.db)
+        connection = _Connection(self.db, conflict=self._is_conflict)
         with connection, self.db.atomic(*self.dialect.atomic_args):
             try:
                 yield
@@ -844,11 +938,17 @@ class PeeweeSessionStore:
             connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
-        """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
+        """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall().
+
+        A statement of its own (not in a transaction) that lost a conflict changed nothing, and
+        is run again (see _retrying).
+        """
         self._sweeper.start_if_needed()
-        with _Connection(self.db):
-            cursor = self.db.execute_sql(sql, params)
-            return cursor if fetch is None else getattr(cursor, fetch)()
+        for attempt in _retrying(self.db):
+            with attempt, _Connection(self.db, conflict=self._is_conflict):
+                cursor = self.db.execute_sql(sql, params)
+                return cursor if fetch is None else getattr(cursor, fetch)()
+        raise AssertionError("unreachable: the last attempt raises")
 
     # express-session's store API.
 
@@ -890,8 +990,7 @@ class PeeweeSessionStore:
         """set() for a session already encoded as JSON text."""
         dialect = self.dialect
         self._check_storable(sid, text)
-        expired = dialect.db_time(expires)
-        self._execute(dialect.set, (sid, text, expired, text, expired))
+        self._execute(dialect.set, dialect.set_params(sid, text, dialect.db_time(expires)))
 
     def save(self, sid: str, text: str, changes: Dict[str, str], removed: Iterable[str],
              expires: datetime.datetime, token: Optional[str]) -> Optional[str]:
@@ -941,16 +1040,18 @@ class PeeweeSessionStore:
         The expiry moves only when `expires` is given (the lifetime changed); else it stays as stored.
         """
         gone = set(removed) - changes.keys()
-        with self.transaction():
-            found = self.load(sid, for_update=True)
-            if found is None:
-                return None
-            members = {key: changes[key] if key in changes else _to_json(value, key)
-                       for key, value in found.data.items() if key not in gone}
-            members.update(changes)  # a new key goes last; a changed one keeps its place
-            text = _json_object(members)
-            self._write(sid, text, found.expires if expires is None else expires)
-        return text
+        for attempt in _retrying(self.db):  # the whole read-merge-write again, after a conflict
+            with attempt, self.transaction():
+                found = self.load(sid, for_update=True)
+                if found is None:
+                    return None
+                members = {key: changes[key] if key in changes else _to_json(value, key)
+                           for key, value in found.data.items() if key not in gone}
+                members.update(changes)  # a new key goes last; a changed one keeps its place
+                text = _json_object(members)
+                self._write(sid, text, found.expires if expires is None else expires)
+                return text  # once committed: a conflict at COMMIT goes round again
+        raise AssertionError("unreachable: the last attempt raises")
 
     def touch(self, sid: str, sess: dict, token: Optional[str] = None) -> None:
         """Move a live session's expiry to what sess['cookie'] says; never creates or revives a row.
@@ -1021,7 +1122,7 @@ class PeeweeSessionStore:
         largest = self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
         sweep_one = self.dialect.sweeper(self)
-        with _Connection(self.db):
+        with _Connection(self.db, conflict=self._is_conflict):
             while True:
                 started = time.perf_counter()
                 count, more = sweep_one(batch)
@@ -1038,7 +1139,7 @@ class PeeweeSessionStore:
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         dialect = self.dialect
-        with _Connection(self.db):
+        with _Connection(self.db, conflict=self._is_conflict):
             live, soonest, latest = self.db.execute_sql(dialect.live_stats, (dialect.now(),)).fetchone()
             expired = self.db.execute_sql(dialect.expired_count, (dialect.now(),)).fetchone()[0]
             size = dialect.table_bytes(self.db, self.table_name)
@@ -1070,6 +1171,45 @@ class PeeweeSessionStore:
 
     def __repr__(self) -> str:
         return "<PeeweeSessionStore %s on %s>" % (self.table_name, type(_database_of(self.db)).__name__)
+
+
+# A statement or transaction that lost a conflict is run at most this many times in all, after a
+# random pause of up to CONFLICT_PAUSE_S doubling each time (two writers that collided would
+# otherwise collide again).
+CONFLICT_ATTEMPTS = 5
+CONFLICT_PAUSE_S = 0.005
+
+
+class _Attempt:
+    """One try of _retrying: a context that lets a SessionConflict through only on the last try."""
+
+    __slots__ = ("last", "failed")
+
+    def __init__(self, last: bool) -> None:
+        self.last, self.failed = last, False
+
+    def __enter__(self) -> "_Attempt":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> bool:
+        self.failed = isinstance(exc, SessionConflict) and not self.last
+        return self.failed  # swallowed: the caller's loop tries again
+
+
+def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS) -> Iterator[_Attempt]:
+    """`for attempt in _retrying(db): with attempt: ...`: the block again after a SessionConflict.
+
+    Inside a transaction that is not the block's own (the app's), a conflict has rolled back or
+    doomed more than the block: it is raised at once, for whoever owns the transaction.
+    """
+    if db.in_transaction():
+        attempts = 1
+    for number in range(attempts):
+        attempt = _Attempt(last=number == attempts - 1)
+        yield attempt
+        if not attempt.failed:
+            return
+        time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2 ** number))
 
 
 def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
@@ -1914,6 +2054,22 @@ class Session(dict):
             self._locked = outer
         if redirect is not None:
             raise redirect
+
+    def run_locked(self, func: Callable[["Session"], Any], attempts: int = CONFLICT_ATTEMPTS) -> Any:
+        """func(session) inside locked(), run again when it loses a conflict (SessionConflict); its result.
+
+            session.run_locked(lambda s: s.update(views=s.get("views", 0) + 1))
+
+        A block that another transaction beat to the same row (on another node of a Galera
+        cluster, where row locks are only the node's own) is undone whole, then run again on the
+        session as it is stored now, up to `attempts` times in all: func may run more than once,
+        so it should change only the session and the database. Inside the app's own transaction
+        a conflict dooms more than the block, so it is raised at once.
+        """
+        for attempt in _retrying(self._store.db, attempts):
+            with attempt, self.locked():
+                return func(self)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def _restore(self, attributes: dict, cookie: SessionCookie, encoded: Dict[str, str]) -> None:
         """Put back what a locked() block that failed changed: the data, the attributes and the cookie."""

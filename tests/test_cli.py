@@ -64,7 +64,8 @@ def test_sql_for_the_connected_database_creates_a_working_table(cli, db, table_n
 @pytest.mark.parametrize("dialect, expected", [
     ("postgresql", 'CREATE TABLE IF NOT EXISTS "web_sessions" ("token" VARCHAR(255) NOT NULL PRIMARY KEY, '
                    '"sess" JSON NOT NULL, "expired" TIMESTAMP WITH TIME ZONE NOT NULL)'),
-    ("mysql", "CREATE TABLE IF NOT EXISTS `web_sessions` (`token` VARCHAR(255) NOT NULL PRIMARY KEY, "
+    ("mysql", "CREATE TABLE IF NOT EXISTS `web_sessions` (`token` VARCHAR(255) CHARACTER SET utf8mb4 "
+              "COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, "
               "`sess` JSON NOT NULL, `expired` DATETIME NOT NULL)"),
     ("sqlite", 'CREATE TABLE IF NOT EXISTS "web_sessions" ("token" VARCHAR(255) NOT NULL PRIMARY KEY, '
                '"sess" TEXT NOT NULL, "expired" DATETIME NOT NULL)'),
