@@ -146,6 +146,8 @@ _EXPIRY_TO_DB = {
 def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
+    if not isinstance(value, datetime.datetime):  # SQLite keeps whatever was written: a BLOB, a number
+        raise TypeError("an expiry is a datetime or ISO-8601 text, not %s" % type(value).__name__)
     return _as_utc(value)
 
 
@@ -267,7 +269,29 @@ def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
     return None
 
 
+def _live_window(db_time: Callable[[datetime.datetime], Any]) -> Tuple[Any, Any]:
+    """The bounds of a live row's expiry, as a database's column holds them: now, and now + MAX_LIFETIME.
+
+    get() reads a later expiry as damage (see _checked_expiry); length(), all() and stats() count
+    between the same bounds, so a row that get() never returns is not counted live either.
+    """
+    now = _utcnow()
+    return db_time(now), db_time(now + MAX_LIFETIME)
+
+
 def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
+    """When a session expires (see _cookie_expiry); one more than MAX_LIFETIME away is a ValueError.
+
+    get() would read it as damage: a session saved with it could never be read back.
+    """
+    expiry = _cookie_expiry(sess, now)
+    if abs(expiry - now) > MAX_LIFETIME:
+        raise ValueError("sess['cookie'] gives an expiry of %s, more than 36,500 days from now"
+                         % _iso_z(expiry))
+    return expiry
+
+
+def _cookie_expiry(sess: dict, now: datetime.datetime) -> datetime.datetime:
     """When a session expires: cookie.expires, else now + cookie.maxAge ms, else now + 1 day."""
     cookie = sess.get("cookie")
     if not isinstance(cookie, dict):
@@ -461,12 +485,13 @@ class _Statements:
         self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {upsert} sess = {p}, expired = {p}"
         self.touch = f"UPDATE {t} SET expired = {p} WHERE {sid} = {p} AND expired > {p}"
         self.destroy = f"DELETE FROM {t} WHERE {sid} = {p}"
-        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
-        self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
+        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p} AND expired <= {p}"
+        self.all = f"SELECT {sid}, {sess}, {expiry} FROM {t} WHERE expired > {p} AND expired <= {p}"
         self.clear = f"DELETE FROM {t}"
         soonest, latest = ((_utc_text("expired", "MIN"), _utc_text("expired", "MAX")) if dialect == "postgresql"
                            else ("MIN(expired)", "MAX(expired)"))
-        self.live_stats = f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p}"
+        self.live_stats = (f"SELECT COUNT(*), {soonest}, {latest} FROM {t}"
+                           f" WHERE expired > {p} AND expired <= {p}")
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         # A backlog is walked in the table's own order instead (see _KeyOrderSweep and _PageOrderSweep).
@@ -751,13 +776,14 @@ class PeeweeSessionStore:
     def length(self) -> int:
         """How many live sessions there are."""
         sql = self._statements
-        return self._execute(sql.length, (sql.now(),), "fetchone")[0]
+        return self._execute(sql.length, _live_window(sql.db_time), "fetchone")[0]
 
     def all(self) -> Dict[str, dict]:
         """Every live session, by id (damaged rows are logged and left out)."""
         sql = self._statements
-        rows = self._execute(sql.all, (sql.now(),), "fetchall")
-        sessions = ((sid, _session_from_json(sid, raw)) for sid, raw in rows)
+        rows = self._execute(sql.all, _live_window(sql.db_time), "fetchall")
+        sessions = ((sid, _checked_expiry(sid, expiry) and _session_from_json(sid, raw))
+                    for sid, raw, expiry in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
     def clear(self) -> int:
@@ -811,14 +837,14 @@ class PeeweeSessionStore:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         sql = self._statements
         with _Connection(self.db):
-            live, soonest, latest = self.db.execute_sql(sql.live_stats, (sql.now(),)).fetchone()
+            live, soonest, latest = self.db.execute_sql(sql.live_stats, _live_window(sql.db_time)).fetchone()
             expired = self.db.execute_sql(sql.expired_count, (sql.now(),)).fetchone()[0]
             size = _table_bytes(self.db, sql.dialect, self.table_name)
         return {
             "live": live,
             "expired": expired,
-            "soonest_expiry": None if soonest is None else _expiry_from_db(soonest),
-            "latest_expiry": None if latest is None else _expiry_from_db(latest),
+            "soonest_expiry": None if soonest is None else _checked_expiry("(the soonest)", soonest),
+            "latest_expiry": None if latest is None else _checked_expiry("(the latest)", latest),
             "table_bytes": size,
         }
 
