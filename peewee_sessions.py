@@ -95,10 +95,65 @@ class TableMissingError(SessionStoreError):
 def _translated(exc: BaseException) -> BaseException:
     """This library's exception for a peewee one (other exceptions pass through)."""
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
-        return SessionStoreUnavailable("the session database is unavailable: %s" % str(exc).strip())
+        kind = _failure_kind(exc)
+        if kind == "outage":
+            return SessionStoreUnavailable("the session database is unavailable: %s" % str(exc).strip())
+        if kind == "login":
+            return SessionStoreError("the session database refused the log-in: %s" % str(exc).strip())
     if isinstance(exc, peewee.DatabaseError):
         return SessionStoreError("the session database failed: %s" % str(exc).strip())
     return exc
+
+
+# Drivers raise OperationalError for outages and for much else: PyMySQL for every server error it
+# has no class for (MariaDB's CHECK failure, 4025, among them), psycopg2 for an exhausted limit.
+# Only these mean the database cannot serve now (a 503, worth a retry), by each driver's codes:
+# MySQL/MariaDB: every client-side error (2000-2999: no route, connection lost, gone away) and these.
+_MYSQL_OUTAGES = frozenset({
+    1040, 1203, 1226,  # too many connections (in all, or the user's)
+    1042, 1043, 1152, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1184,  # the connection broke
+    1053, 1927, 1317, 4031,  # the server shut down, killed the connection or the query, or timed it out
+    1205, 1213,  # a lock wait timed out, a deadlock (Galera's certification conflicts too): retry
+    1047,  # Galera: the node is not ready for queries (WSREP)
+    1290, 1836,  # read-only (a replica during a failover)
+    1969, 3024,  # MariaDB's max_statement_time, MySQL's max_execution_time
+})
+_MYSQL_LOGIN_REFUSED = frozenset({1044, 1045, 1049, 1130, 1698})  # access denied, no such database
+# PostgreSQL, by SQLSTATE class: connection, rollback (deadlock, serialization), resources, object in
+# use or lock not available, operator intervention (shutdown, cancel), system error.
+_POSTGRES_OUTAGES = ("08", "40", "53", "55", "57", "58")
+# libpq reports a refused log-in without a SQLSTATE: known by its text (English messages).
+_POSTGRES_LOGIN_REFUSED = re.compile(r'authentication failed|(role|database) "[^"]*" does not exist'
+                                     r'|pg_hba\.conf')
+# SQLite's primary result codes: BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_OUTAGES = frozenset({5, 6, 7, 9, 10, 13, 14, 15})
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """Whether a peewee error is an "outage", a refused "login" (role, password, database) or an "error"."""
+    if isinstance(exc, peewee.InterfaceError):
+        return "outage"  # the connection is closed or broken
+    original = exc.__cause__ or exc.__context__ or exc  # the driver's exception, which peewee re-raised
+    if exc.args and isinstance(exc.args[0], BaseException):
+        original = exc.args[0]
+    module = type(original).__module__
+    if module.startswith("sqlite3"):
+        code = getattr(original, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            return "outage" if code & 0xFF in _SQLITE_OUTAGES else "error"
+    elif module.startswith("psycopg"):
+        state = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+        if state:
+            if state[:2] in ("28", "3D"):  # invalid authorization, no such database
+                return "login"
+            return "outage" if state[:2] in _POSTGRES_OUTAGES else "error"
+        return "login" if _POSTGRES_LOGIN_REFUSED.search(str(original)) else "outage"
+    elif original.args and isinstance(original.args[0], int):  # MySQL drivers: (code, message)
+        code = original.args[0]
+        if code in _MYSQL_LOGIN_REFUSED:
+            return "login"
+        return "outage" if 2000 <= code < 3000 or code in _MYSQL_OUTAGES else "error"
+    return "outage"  # no code to go by: as before, an outage
 
 
 # -- Time: every expiry is an instant in UTC -------------------------------------------------
@@ -164,7 +219,7 @@ def _to_json(value: Any, key: Any = _WHOLE) -> str:
     """Encode a value (the session's `key`, if given) as JSON, or raise TypeError naming what cannot be stored."""
     try:
         return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested about 1,000 levels
         path = "session" if key is _WHOLE else "session[%r]" % (key,)  # built only here: encoding is the hot path
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
@@ -187,6 +242,45 @@ def _find_unstorable(value: Any, path: str = "session", seen: Optional[set] = No
             except RecursionError:
                 return "%s[%r] (nested too deeply)" % (path, key)
     return path
+
+
+# MariaDB's JSON type is a CHECK (json_valid), which refuses a document nested 32 levels deep or more:
+# a session (the object itself is a level) nests at most 31, on every database, so any table takes it.
+MAX_JSON_DEPTH = 31
+_BRACKETS = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # the quotes stay, to tell strings
+
+
+def _check_depth(data: str) -> None:
+    """Refuse, naming its key, a session JSON text nested deeper than MAX_JSON_DEPTH."""
+    if len(data) <= 2 * MAX_JSON_DEPTH or data.count("[") + data.count("{") <= MAX_JSON_DEPTH:
+        return  # too few brackets to nest that deep: most sessions, for two scans in C
+    # All in C (bytes methods): a regular expression, or a split at each quote, took as long as the encoding.
+    raw = data.encode("utf-8", "surrogatepass")
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes: an escaped quote ends no string
+    brackets = raw.translate(_BRACKETS, _NOT_BRACKETS).replace(b'""', b"")  # strings without brackets go
+    if b'"' in brackets:
+        brackets = b"".join(brackets.split(b'"')[::2])  # the rest: brackets in strings don't nest
+    for _ in range(MAX_JSON_DEPTH):
+        brackets = brackets.replace(b"[]", b"")  # one level less, everywhere
+        if not brackets:
+            return
+    sess = json.loads(data)
+    key = next((key for key, value in sess.items() if _nests_deeper(value, MAX_JSON_DEPTH - 1)), None)
+    path = "session" if key is None else "session[%r]" % (key,)
+    raise TypeError("%s cannot be stored: a session nests at most %d levels of objects and arrays, counting "
+                    "the session itself (MariaDB's JSON refuses more)" % (path, MAX_JSON_DEPTH))
+
+
+def _nests_deeper(value: Any, levels: int) -> bool:
+    """Whether a decoded JSON value nests more than `levels` levels of objects and arrays."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_nests_deeper(item, levels - 1) for item in items)
 
 
 def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
@@ -853,6 +947,7 @@ class PeeweeSessionStore:
         if self.max_session_size is not None and len(data) > self.max_session_size:
             raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
                              % (sid, len(data), self.max_session_size))
+        _check_depth(data)
         # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
         # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
         if "\\ud" in data and self._statements.dialect == "mysql":

@@ -772,3 +772,47 @@ def test_sessions_over_the_size_limit_are_refused_and_nothing_changes(make_store
     with pytest.raises(ValueError, match="max_session_size"):
         store.patch("sid-1", {"blob": "x" * 2000})
     assert store.get("sid-1") == store.get("sid-1") and store.get("sid-1")["n"] == 1 and "blob" not in store.get("sid-1")
+
+
+# -- What is an outage (SessionStoreUnavailable, a 503) and what is not ------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.parametrize("wrong", ["user", "database"])
+def test_a_refused_log_in_is_a_store_error_not_an_outage(backend, db, table_name, wrong):
+    """A wrong role or a missing database is a setting to fix: no retry brings the store back."""
+    params = dict(db.connect_params)
+    params["user" if wrong == "user" else "database"] = "no_such_" + wrong + "_x"
+    name = params.pop("database", db.database)
+    other = type(db)(name, **params)
+    with pytest.raises(peewee_sessions.SessionStoreError, match="refused the log-in") as caught:
+        PeeweeSessionStore(other, table_name=table_name, clear_interval=0)
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_server_that_does_not_answer_is_an_outage(backend, db, table_name):
+    other = type(db)(db.database, **dict(db.connect_params, port=1))
+    store = PeeweeSessionStore(other, table_name=table_name, clear_interval=0)  # checked on first use
+    with pytest.raises(peewee_sessions.SessionStoreUnavailable):
+        store.get("sid")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_locked_sqlite_database_is_an_outage(backend, db, table_name, tmp_path):
+    store = PeeweeSessionStore(peewee.SqliteDatabase(db.database, timeout=0.1), table_name=table_name,
+                               clear_interval=0)
+    store.set("sid", live())
+    holder = peewee.SqliteDatabase(db.database)
+    with holder.connection_context(), holder.atomic("IMMEDIATE"):  # another process holds the write lock
+        with pytest.raises(peewee_sessions.SessionStoreUnavailable, match="locked"):
+            store.set("sid", live(n=2))
+    store.close()
+
+
+def test_a_table_dropped_under_the_store_is_a_store_error_not_an_outage(db, store):
+    store.set("sid", live())
+    drop_table(db, store.table_name)
+    with pytest.raises(peewee_sessions.SessionStoreError) as caught:
+        store.get("sid")
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
