@@ -453,6 +453,22 @@ def _database_of(db: peewee.Database) -> peewee.Database:
     return db
 
 
+def _check_sqlite_folder(db: Any) -> None:
+    """Refuse a SQLite file whose folder doesn't exist: SQLite can't create it, and every request would fail."""
+    if isinstance(db, peewee.DatabaseProxy) and db.obj is None:
+        return  # checked, like the table, when it is first used
+    db = _database_of(db)
+    if not isinstance(db, peewee.SqliteDatabase) or db.connect_params.get("uri"):
+        return
+    path = db.database
+    if not path or path == ":memory:" or not isinstance(path, (str, os.PathLike)):
+        return  # in memory, a temporary file, or a database not initialized yet
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SessionStoreError("the SQLite database %s cannot be created: the folder %s does not exist"
+                                % (path, folder))
+
+
 def _dialect_of(db: peewee.Database) -> str:
     db = _database_of(db)
     for cls, dialect in (
@@ -690,6 +706,7 @@ class PeeweeSessionStore:
             db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
                                       timeout=10, check_same_thread=False, max_connections=None)
         self.db = db
+        _check_sqlite_folder(db)
         self.model = build_session_model(db, table_name, sid_field_name)
         self.table_name = table_name
         self.sid_field_name = sid_field_name

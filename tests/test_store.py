@@ -816,3 +816,18 @@ def test_a_table_dropped_under_the_store_is_a_store_error_not_an_outage(db, stor
     with pytest.raises(peewee_sessions.SessionStoreError) as caught:
         store.get("sid")
     assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name, pooled):
+    """Not a store that starts and then answers every request as unavailable."""
+    from playhouse.pool import PooledSqliteDatabase
+
+    path = tmp_path / "no_such_folder" / "x.db"
+    db = PooledSqliteDatabase(str(path)) if pooled else peewee.SqliteDatabase(str(path))
+    with pytest.raises(SessionStoreError, match="the folder %s does not exist" % re.escape(str(path.parent))):
+        PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    assert not path.parent.exists()
+    for fine in (":memory:", "", str(tmp_path / "x.db")):
+        PeeweeSessionStore(peewee.SqliteDatabase(fine), table_name=table_name, clear_interval=0).close()
