@@ -2127,6 +2127,8 @@ def _log_sweep_error(exc: Exception) -> None:
 # -- The command line ------------------------------------------------------------------------
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_URL, EXIT_UNREACHABLE, EXIT_NO_TABLE = 0, 1, 2, 3, 4, 5
+EXIT_REFUSED = 6
+_DIALECT_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}  # as the URL schemes name them
 
 
 class _CommandError(Exception):
@@ -2140,27 +2142,69 @@ def _argument_parser() -> argparse.ArgumentParser:
         prog="peewee-sessions",
         description="Look after a peewee-sessions table.",
         epilog="Exit codes: 0 done, 1 database error, 2 usage, 3 bad database URL, 4 server unreachable, "
-               "5 table missing.",
+               "5 table missing, 6 log-in refused (wrong user, password or database name). "
+               "--db, --table and --sid-field go before or after the command.",
     )
-    parser.add_argument("--db", metavar="URL", default=os.environ.get("PEEWEE_SESSIONS_DB"),
-                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
-                             "(default: $PEEWEE_SESSIONS_DB)")
-    parser.add_argument("--table", default="sessions", help="the session table (default: %(default)s)")
-    parser.add_argument("--sid-field", default="sid", help="the session-id column (default: %(default)s)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    _add_table_options(parser, os.environ.get("PEEWEE_SESSIONS_DB"), "sessions", "sid")
+    # The same options after the command; SUPPRESS: when absent there, they keep what came before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_table_options(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sql = commands.add_parser("sql", help="print the CREATE TABLE and CREATE INDEX statements")
-    sql.add_argument("--dialect", choices=["sqlite", "postgresql", "mysql"],
+    sql = commands.add_parser("sql", parents=[common],
+                              help="print the CREATE TABLE and CREATE INDEX statements")
+    sql.add_argument("--dialect", choices=["sqlite", "postgresql", "mysql"] + list(_DIALECT_ALIASES),
                      help="write for this database instead of --db's")
-    commands.add_parser("create-table", help="create the table and its index if they are missing")
-    sweep = commands.add_parser("sweep", help="delete expired sessions, in batches")
+    commands.add_parser("create-table", parents=[common],
+                        help="create the table and its index if they are missing")
+    sweep = commands.add_parser("sweep", parents=[common], help="delete expired sessions, in batches")
     sweep.add_argument("--batch", type=int, default=1000, help="rows per DELETE (default: %(default)s)")
-    stats = commands.add_parser("stats", help="live and expired counts, expiry range, table size")
+    stats = commands.add_parser("stats", parents=[common],
+                                help="live and expired counts, expiry range, table size")
     stats.add_argument("--json", action="store_true", help="print JSON")
-    destroy = commands.add_parser("destroy", help="delete the given sessions")
+    destroy = commands.add_parser("destroy", parents=[common], help="delete the given sessions")
     destroy.add_argument("sids", nargs="+", metavar="SID")
-    clear = commands.add_parser("clear", help="delete every session (needs --yes)")
+    clear = commands.add_parser("clear", parents=[common], help="delete every session (needs --yes)")
     clear.add_argument("--yes", action="store_true", help="yes, delete them all")
     return parser
+
+
+def _add_table_options(parser: argparse.ArgumentParser, db: Any, table: Any, sid_field: Any) -> None:
+    parser.add_argument("--db", metavar="URL", default=db,
+                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
+                             "(default: $PEEWEE_SESSIONS_DB)")
+    parser.add_argument("--table", default=table, help="the session table (default: sessions)")
+    parser.add_argument("--sid-field", default=sid_field, help="the session-id column (default: sid)")
+
+
+def _masked_url(url: str) -> str:
+    """The URL with its password (in the user part or the query) replaced by ***, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = "%s:***@%s" % (user.partition(":")[0], host)
+        query = re.sub(r"(?i)((?:^|&)(?:password|passwd)=)[^&]*", r"\1***", parts.query)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not even a URL (a bad port is read only when asked for): show none of it
+        return "(unreadable URL)"
+
+
+def _one_line(message: Any, url: Optional[str] = None) -> str:
+    """A message's first line (drivers add LINE 1, HINT, ...), with the URL's password removed."""
+    text = str(message).strip()
+    text = text.splitlines()[0].strip() if text else text
+    if url:
+        with contextlib.suppress(ValueError):
+            password = urllib.parse.urlsplit(url).password
+            for secret in {password, password and urllib.parse.unquote(password)} - {None, ""}:
+                text = text.replace(secret, "***")
+    return text
+
+
+# libpq's words for an option of the URL's it can't use (psycopg2 raises them as OperationalError).
+_BAD_OPTION = re.compile(r"invalid (dsn|connection option|[\w ]+ value)")
 
 
 def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
@@ -2168,20 +2212,41 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
         raise _CommandError("no database: pass --db URL or set PEEWEE_SESSIONS_DB", EXIT_USAGE)
     from playhouse.db_url import connect
 
+    shown = _masked_url(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] == "sqlite" and rest and not rest.startswith("/"):
+        # sqlite://cli.db reads "cli.db" as a host, and opens an empty database in memory.
+        raise _CommandError("%s names no file: did you mean sqlite:///%s (a relative path) or sqlite:////%s "
+                            "(an absolute one)?" % (shown, rest, rest), EXIT_BAD_URL)
     try:
         db = connect(url)
         _dialect_of(db)
     except Exception as exc:  # db_url raises several kinds for a URL it can't use
-        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                            EXIT_BAD_URL) from None
     if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):
         # SQLite would create an empty file for a mistyped path.
         raise _CommandError("no SQLite database at %r" % db.database, EXIT_UNREACHABLE)
     try:
+        _check_sqlite_folder(db)
         db.connect()
+    except SessionStoreError as exc:
+        raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except peewee.ImproperlyConfigured as exc:
-        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                            EXIT_BAD_URL) from None
     except peewee.DatabaseError as exc:
-        raise _CommandError("cannot reach the database: %s" % str(exc).strip(), EXIT_UNREACHABLE) from None
+        if _failure_kind(exc) == "login":
+            raise _CommandError("the database refused the log-in (wrong user, password or database name?): "
+                                "%s" % _one_line(exc, url), EXIT_REFUSED) from None
+        if isinstance(exc, peewee.ProgrammingError) or _BAD_OPTION.search(_one_line(exc)):
+            raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                                EXIT_BAD_URL) from None
+        raise _CommandError("cannot reach the database: %s" % _one_line(exc, url),
+                            EXIT_UNREACHABLE) from None
+    except Exception as exc:  # the driver refused an option of the URL's (?charset=nope, ?connect_timeout=0)
+        raise _CommandError("cannot use the database URL %s: the driver refused its options: %s"
+                            % (shown, _one_line(exc, url) or type(exc).__name__), EXIT_BAD_URL) from None
     return db
 
 
@@ -2192,7 +2257,8 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
     except ValueError as exc:
         raise _CommandError(str(exc), EXIT_USAGE) from None
     if args.command == "sql" and args.dialect:
-        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
+        dialect = _DIALECT_ALIASES.get(args.dialect, args.dialect)
+        print(";\n".join(create_table_sql(dialect, args.table, args.sid_field)) + ";", file=out)
         return
     db = _open_database(args.db, may_create=args.command == "create-table")
     try:
@@ -2213,8 +2279,11 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except SessionStoreError as exc:
         raise _CommandError(str(exc), EXIT_ERROR) from None
+    except peewee.DatabaseError as exc:  # a statement outside the store's own (table_exists)
+        raise _CommandError(str(_translated(exc)), EXIT_ERROR) from None
     finally:
-        db.close()
+        with contextlib.suppress(Exception):  # a connection already lost: nothing to close
+            db.close()
 
 
 def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
@@ -2272,8 +2341,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _run_command(args, sys.stdout, sys.stderr)
     except _CommandError as exc:
-        print("peewee-sessions: %s" % exc, file=sys.stderr)
+        print("peewee-sessions: %s" % _one_line(exc, args.db), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `peewee-sessions sql | head -1`: the reader has gone, and so may we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        return EXIT_ERROR
     return EXIT_OK
 
 
