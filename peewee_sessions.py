@@ -97,12 +97,18 @@ def _translated(exc: BaseException) -> BaseException:
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
         kind = _failure_kind(exc)
         if kind == "outage":
-            return SessionStoreUnavailable("the session database is unavailable: %s" % str(exc).strip())
+            return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
         if kind == "login":
-            return SessionStoreError("the session database refused the log-in: %s" % str(exc).strip())
+            return SessionStoreError("the session database refused the log-in: %s" % _first_line(exc))
     if isinstance(exc, peewee.DatabaseError):
-        return SessionStoreError("the session database failed: %s" % str(exc).strip())
+        return SessionStoreError("the session database failed: %s" % _first_line(exc))
     return exc
+
+
+def _first_line(exc: Union[BaseException, str]) -> str:
+    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session and all)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else "" if isinstance(exc, str) else type(exc).__name__
 
 
 # Drivers raise OperationalError for outages and for much else: PyMySQL for every server error it
@@ -2193,8 +2199,7 @@ def _masked_url(url: str) -> str:
 
 def _one_line(message: Any, url: Optional[str] = None) -> str:
     """A message's first line (drivers add LINE 1, HINT, ...), with the URL's password removed."""
-    text = str(message).strip()
-    text = text.splitlines()[0].strip() if text else text
+    text = _first_line(message)
     if url:
         with contextlib.suppress(ValueError):
             password = urllib.parse.urlsplit(url).password

@@ -215,4 +215,6 @@ def test_invalid_json_refused_by_the_database_is_a_store_error_never_unavailable
     with pytest.raises(SessionStoreError) as caught:
         store._execute(sql.set, ("sid", "{not json", expired, "{not json", expired))
     assert not isinstance(caught.value, SessionStoreUnavailable)
+    # One line: PostgreSQL's "LINE 1: ..." would quote the statement, and the session in it, into logs.
+    assert "\n" not in str(caught.value) and "not json" not in str(caught.value)
     assert store.get("sid") == SESS
