@@ -831,3 +831,50 @@ def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(bac
     assert not path.parent.exists()
     for fine in (":memory:", "", str(tmp_path / "x.db")):
         PeeweeSessionStore(peewee.SqliteDatabase(fine), table_name=table_name, clear_interval=0).close()
+
+
+@pytest.fixture
+def jsonb_store(db, table_name):
+    """A store on a PostgreSQL table made by hand with `sess jsonb` (the README says what changes)."""
+    with db.connection_context():
+        db.execute_sql('CREATE TABLE "%s" (sid varchar(255) NOT NULL PRIMARY KEY, sess jsonb NOT NULL, '
+                       'expired timestamp with time zone NOT NULL)' % table_name)
+    store = PeeweeSessionStore(db, table_name=table_name, create_table=False, clear_interval=0)
+    yield store
+    store.close()
+    drop_table(db, table_name)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_jsonb_column_keeps_what_the_readme_says(backend, jsonb_store):
+    """What the README's "The table" says a jsonb column changes, and nothing else."""
+    store = jsonb_store
+    kept = {"text": "Zoë 🎉 \" ' < > \\", "n": 3, "ratio": 0.1, "tiny": 5e-324, "small": 1e-07, "one": 1.0,
+            "big_int": 10 ** 20, "list": [1, "a", None, True, {"x": []}], "none": None}
+    changed = {"huge": 1e308, "e20": 1.2345678901234568e+20, "negative_huge": -1.5e300,
+               "negative_zero": -0.0}
+    store.set("sid", dict(live(), **kept, **changed))
+    got = store.get("sid")
+    assert {key: got[key] for key in kept} == kept
+    assert all(type(got[key]) is type(value) for key, value in kept.items())
+    # Written with an exponent of 16 or more: read back as the int with those digits; float() undoes it.
+    assert got["huge"] == 10 ** 308 and float(got["huge"]) == 1e308
+    assert got["e20"] == 123456789012345680000 and float(got["e20"]) == 1.2345678901234568e+20
+    assert type(got["negative_huge"]) is int and float(got["negative_huge"]) == -1.5e300
+    assert str(got["negative_zero"]) == "0.0"  # the sign goes (JSON.stringify drops it too)
+    # Keys come back in jsonb's order (shorter keys first, then by bytes), not as written.
+    assert list(got) == sorted(got, key=lambda key: (len(key.encode()), key.encode()))
+    for bad in ("nul \x00 byte", "lone \ud800 surrogate"):  # PostgreSQL's error, not a TypeError
+        with pytest.raises(SessionStoreError):
+            store.set("sid", dict(live(), s=bad))
+    assert store.get("sid") == got
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_plugin_counts_on_a_jsonb_column(backend, jsonb_store):
+    import webtest
+
+    from conftest import build_app
+
+    client = webtest.TestApp(build_app(jsonb_store)[0])
+    assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]
