@@ -384,7 +384,11 @@ def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
 
     get() would read it as damage: a session saved with it could never be read back.
     """
-    expiry = _cookie_expiry(sess, now)
+    try:
+        expiry = _cookie_expiry(sess, now)
+    except OverflowError:  # an aware date near year 1 or 9999, moved to UTC
+        raise ValueError("sess['cookie']['expires'] is out of range: %.40r"
+                         % (sess["cookie"]["expires"],)) from None
     if abs(expiry - now) > MAX_LIFETIME:
         raise ValueError("sess['cookie'] gives an expiry of %s, more than 36,500 days from now"
                          % _iso_z(expiry))
@@ -413,7 +417,7 @@ def _cookie_expiry(sess: dict, now: datetime.datetime) -> datetime.datetime:
         raise ValueError("sess['cookie']['maxAge'] must be a number of milliseconds, not %r" % (max_age,))
     try:
         return now + datetime.timedelta(milliseconds=max_age)
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: NaN
         raise ValueError("sess['cookie']['maxAge'] is out of range: %r" % (max_age,)) from None
 
 
@@ -681,7 +685,15 @@ def _check_mysql_server(db: peewee.Database) -> bool:
 
 def _json_object(members: Dict[str, str]) -> str:
     """A JSON object from keys and already-encoded values."""
-    return "{" + ",".join("%s:%s" % (json.dumps(key), text) for key, text in members.items()) + "}"
+    return "{" + ",".join("%s:%s" % (_json_key(key), text) for key, text in members.items()) + "}"
+
+
+def _json_key(key: Any) -> str:
+    """A member's name as JSON; only a str is one (json.dumps would write 1 or null: no JSON at all)."""
+    if not isinstance(key, str):
+        raise TypeError("session key %.40r cannot be stored: a session's keys are str, as JSON's are"
+                        % (key,))
+    return json.dumps(key)
 
 
 class PeeweeSessionStore:

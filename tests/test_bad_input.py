@@ -1,5 +1,6 @@
 """Bad input gets a clear error and loses nothing; a damaged row reads as no session and is logged."""
 
+import datetime
 import json
 import logging
 
@@ -71,7 +72,11 @@ def test_a_lone_surrogate_is_kept_where_the_database_holds_it_and_refused_by_nam
 
 
 @pytest.mark.parametrize("cookie", [{"expires": "next tuesday"}, {"expires": 12}, {"maxAge": "long"},
-                                    {"maxAge": 10 ** 30}, {"maxAge": True}])
+                                    {"maxAge": 10 ** 30}, {"maxAge": True}, {"maxAge": float("nan")},
+                                    {"expires": "9999-12-31T23:59:59-14:00"},
+                                    {"expires": "0001-01-01T00:00:00+14:00"},
+                                    {"expires": datetime.datetime.max.replace(tzinfo=datetime.timezone(
+                                        datetime.timedelta(hours=-14)))}])
 def test_a_bad_expiry_is_a_value_error(store, cookie):
     with pytest.raises(ValueError, match="cookie"):
         store.set("sid", {"cookie": cookie})
@@ -218,3 +223,20 @@ def test_invalid_json_refused_by_the_database_is_a_store_error_never_unavailable
     # One line: PostgreSQL's "LINE 1: ..." would quote the statement, and the session in it, into logs.
     assert "\n" not in str(caught.value) and "not json" not in str(caught.value)
     assert store.get("sid") == SESS
+
+
+@pytest.mark.parametrize("key", [1, None, True, 2.5, ("a", "b")])
+def test_a_session_key_that_is_not_a_str_is_refused_by_name_and_the_stored_session_kept(make_web, key):
+    """json.dumps would write it bare ({"n":1,1:"x"}): no JSON, which SQLite kept and MariaDB refused."""
+    client, plugin, app = make_web()
+
+    @app.get("/odd-key")
+    def odd_key(session):
+        session[key] = "x"
+
+    client.get("/count")
+    response = client.get("/odd-key", expect_errors=True)
+    assert response.status_int == 500
+    assert client.get("/count").text == "2"
+    with pytest.raises(TypeError, match="session key .* cannot be stored"):
+        plugin.store.patch(next(iter(plugin.store.all())), {key: "x"})
