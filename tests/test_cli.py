@@ -320,3 +320,12 @@ def test_a_reader_that_goes_away_is_no_traceback():
     child.stdout.close()  # before the child has imported anything
     _, err = child.communicate(timeout=60)
     assert child.returncode in (0, 1) and b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_a_table_of_another_shape_is_a_database_error_in_one_line(cli, db, table_name):
+    """MariaDB's "unknown column" (1054) is an OperationalError to PyMySQL: once reported as unreachable."""
+    with db.connection_context():
+        db.execute_sql("CREATE TABLE %s (sid varchar(255) PRIMARY KEY, other text)" % table_name)
+    code, out, err = cli("stats")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "expired" in err and "unavailable" not in err and "LINE 1" not in err
