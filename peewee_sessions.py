@@ -972,8 +972,8 @@ class PeeweeSessionStore:
         return {
             "live": live,
             "expired": expired,
-            "soonest_expiry": None if soonest is None else _checked_expiry("(the soonest)", soonest),
-            "latest_expiry": None if latest is None else _checked_expiry("(the latest)", latest),
+            "soonest_expiry": None if soonest is None else _checked_expiry("(stats)", soonest),
+            "latest_expiry": None if latest is None else _checked_expiry("(stats)", latest),
             "table_bytes": size,
         }
 
