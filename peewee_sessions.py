@@ -131,6 +131,8 @@ _POSTGRES_OUTAGES = ("08", "40", "53", "55", "57", "58")
 # libpq reports a refused log-in without a SQLSTATE: known by its text (English messages).
 _POSTGRES_LOGIN_REFUSED = re.compile(r'authentication failed|(role|database) "[^"]*" does not exist'
                                      r'|pg_hba\.conf')
+# ... and a connection setting it can't use (sslmode=nope, an unknown option) the same way.
+_POSTGRES_BAD_SETTING = re.compile(r"invalid (dsn|connection option|[\w ]+ value)")
 # SQLite's primary result codes: BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_OUTAGES = frozenset({5, 6, 7, 9, 10, 13, 14, 15})
 
@@ -153,7 +155,9 @@ def _failure_kind(exc: BaseException) -> str:
             if state[:2] in ("28", "3D"):  # invalid authorization, no such database
                 return "login"
             return "outage" if state[:2] in _POSTGRES_OUTAGES else "error"
-        return "login" if _POSTGRES_LOGIN_REFUSED.search(str(original)) else "outage"
+        if _POSTGRES_LOGIN_REFUSED.search(str(original)):
+            return "login"
+        return "error" if _POSTGRES_BAD_SETTING.search(str(original)) else "outage"
     elif original.args and isinstance(original.args[0], int):  # MySQL drivers: (code, message)
         code = original.args[0]
         if code in _MYSQL_LOGIN_REFUSED:
@@ -463,6 +467,12 @@ def _database_of(db: peewee.Database) -> peewee.Database:
     return db
 
 
+def _refused_settings(exc: Exception) -> SessionStoreError:
+    """A driver's own exception for a connection setting it can't use (an unknown one, a bad value)."""
+    return SessionStoreError("the session database's driver refused its connection settings: %s: %s"
+                             % (type(exc).__name__, _first_line(exc)))
+
+
 def _check_sqlite_folder(db: Any) -> None:
     """Refuse a SQLite file whose folder doesn't exist: SQLite can't create it, and every request would fail."""
     if isinstance(db, peewee.DatabaseProxy) and db.obj is None:
@@ -477,6 +487,8 @@ def _check_sqlite_folder(db: Any) -> None:
     if not os.path.isdir(folder):
         raise SessionStoreError("the SQLite database %s cannot be created: the folder %s does not exist"
                                 % (path, folder))
+    if os.path.isdir(path):
+        raise SessionStoreError("the SQLite database %s is a folder, not a file" % (path,))
 
 
 def _dialect_of(db: peewee.Database) -> str:
@@ -1198,6 +1210,7 @@ def _table_bytes(db: peewee.Database, dialect: str, table: str) -> Optional[int]
 def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
     """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them."""
     if isinstance(db, str):
+        db = _DIALECT_ALIASES.get(db, db)
         databases = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
                      "mysql": peewee.MySQLDatabase}
         if db not in databases:
@@ -1233,6 +1246,8 @@ class _Connection:
                 raise _translated(exc) from exc
             except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
                 raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:  # PyMySQL's, for charset="nope"
+                raise _refused_settings(exc) from exc
 
     def close(self) -> None:
         if self.opened:
@@ -2220,10 +2235,6 @@ def _one_line(message: Any, url: Optional[str] = None) -> str:
     return text
 
 
-# libpq's words for an option of the URL's it can't use (psycopg2 raises them as OperationalError).
-_BAD_OPTION = re.compile(r"invalid (dsn|connection option|[\w ]+ value)")
-
-
 def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
     if not url:
         raise _CommandError("no database: pass --db URL or set PEEWEE_SESSIONS_DB", EXIT_USAGE)
@@ -2256,7 +2267,7 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
         if _failure_kind(exc) == "login":
             raise _CommandError("the database refused the log-in (wrong user, password or database name?): "
                                 "%s" % _one_line(exc, url), EXIT_REFUSED) from None
-        if isinstance(exc, peewee.ProgrammingError) or _BAD_OPTION.search(_one_line(exc)):
+        if isinstance(exc, peewee.ProgrammingError) or _POSTGRES_BAD_SETTING.search(_one_line(exc)):
             raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
                                 EXIT_BAD_URL) from None
         raise _CommandError("cannot reach the database: %s" % _one_line(exc, url),
@@ -2274,8 +2285,7 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
     except ValueError as exc:
         raise _CommandError(str(exc), EXIT_USAGE) from None
     if args.command == "sql" and args.dialect:
-        dialect = _DIALECT_ALIASES.get(args.dialect, args.dialect)
-        print(";\n".join(create_table_sql(dialect, args.table, args.sid_field)) + ";", file=out)
+        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
         return
     db = _open_database(args.db, may_create=args.command == "create-table")
     try:

@@ -329,3 +329,9 @@ def test_a_table_of_another_shape_is_a_database_error_in_one_line(cli, db, table
     code, out, err = cli("stats")
     assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err
     assert "expired" in err and "unavailable" not in err and "LINE 1" not in err
+
+
+def test_create_table_in_a_missing_folder_names_the_folder(tmp_path):
+    result = run_module("--db", "sqlite:///%s" % (tmp_path / "no_such_folder" / "x.db"), "create-table")
+    assert_one_clean_line(result, EXIT_UNREACHABLE)
+    assert "the folder %s does not exist" % (tmp_path / "no_such_folder") in result.stderr

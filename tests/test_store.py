@@ -878,3 +878,27 @@ def test_the_plugin_counts_on_a_jsonb_column(backend, jsonb_store):
 
     client = webtest.TestApp(build_app(jsonb_store)[0])
     assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("backend, setting", [
+    ("mysql", {"charset": "nope"}), ("mysql", {"read_timeout": "x"}),
+    ("postgresql", {"sslmode": "nope"}), ("postgresql", {"bogus": 1}),
+])
+def test_a_connection_setting_the_driver_refuses_is_a_store_error(db, table_name, setting):
+    """Not an AttributeError from inside PyMySQL, nor an outage retried on every request."""
+    other = type(db)(db.database, **dict(db.connect_params, password="s3cret-pw", **setting))
+    with pytest.raises(SessionStoreError) as caught:
+        PeeweeSessionStore(other, table_name=table_name, clear_interval=0)
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_sqlite_path_that_is_a_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name):
+    with pytest.raises(SessionStoreError, match="is a folder"):
+        PeeweeSessionStore(peewee.SqliteDatabase(str(tmp_path)), table_name=table_name, clear_interval=0)
+
+
+def test_create_table_sql_takes_the_url_schemes_names_too():
+    assert peewee_sessions.create_table_sql("postgres") == peewee_sessions.create_table_sql("postgresql")
+    assert peewee_sessions.create_table_sql("mariadb") == peewee_sessions.create_table_sql("mysql")
