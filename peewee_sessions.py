@@ -116,20 +116,80 @@ def _translated(exc: BaseException, conflict: Callable[[BaseException], bool] = 
         return SessionConflict("the session database reported a conflict; nothing was changed: %s"
                                % _first_line(exc))
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
-        return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
+        kind = _failure_kind(exc)
+        if kind == "outage":
+            return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
+        if kind == "login":
+            return SessionStoreError("the session database refused the log-in: %s" % _first_line(exc))
     if isinstance(exc, peewee.DatabaseError):
         return SessionStoreError("the session database failed: %s" % _first_line(exc))
     return exc
 
 
-def _first_line(exc: BaseException) -> str:
-    """A driver's message without its LINE/HINT/DETAIL lines."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _driver_error(exc: BaseException) -> Any:
     """The driver's own exception behind a peewee one (peewee 4 keeps it as .orig)."""
     return getattr(exc, "orig", None) or exc.__context__ or exc
+
+
+def _first_line(exc: Union[BaseException, str]) -> str:
+    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session and all)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else "" if isinstance(exc, str) else type(exc).__name__
+
+
+# Drivers raise OperationalError for outages and for much else: PyMySQL for every server error it
+# has no class for (MariaDB's CHECK failure, 4025, among them), psycopg2 for an exhausted limit.
+# Only these mean the database cannot serve now (a 503, worth a retry), by each driver's codes:
+# MySQL/MariaDB: every client-side error (2000-2999: no route, connection lost, gone away) and these.
+_MYSQL_OUTAGES = frozenset({
+    1040, 1203, 1226,  # too many connections (in all, or the user's)
+    1042, 1043, 1152, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1184,  # the connection broke
+    1053, 1927, 1317, 4031,  # the server shut down, killed the connection or the query, or timed it out
+    1205, 1213,  # a lock wait timed out, a deadlock (Galera's certification conflicts too): retry
+    1047,  # Galera: the node is not ready for queries (WSREP)
+    1290, 1836,  # read-only (a replica during a failover)
+    1969, 3024,  # MariaDB's max_statement_time, MySQL's max_execution_time
+})
+_MYSQL_LOGIN_REFUSED = frozenset({1044, 1045, 1049, 1130, 1698})  # access denied, no such database
+# PostgreSQL, by SQLSTATE class: connection, rollback (deadlock, serialization), resources, object in
+# use or lock not available, operator intervention (shutdown, cancel), system error.
+_POSTGRES_OUTAGES = ("08", "40", "53", "55", "57", "58")
+# libpq reports a refused log-in without a SQLSTATE: known by its text (English messages).
+_POSTGRES_LOGIN_REFUSED = re.compile(r'authentication failed|(role|database) "[^"]*" does not exist'
+                                     r'|pg_hba\.conf')
+# ... and a connection setting it can't use (sslmode=nope, an unknown option) the same way.
+_POSTGRES_BAD_SETTING = re.compile(r"invalid (dsn|connection option|[\w ]+ value)")
+# SQLite's primary result codes: BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_OUTAGES = frozenset({5, 6, 7, 9, 10, 13, 14, 15})
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """Whether a peewee error is an "outage", a refused "login" (role, password, database) or an "error"."""
+    if isinstance(exc, peewee.InterfaceError):
+        return "outage"  # the connection is closed or broken
+    original = exc.__cause__ or exc.__context__ or exc  # the driver's exception, which peewee re-raised
+    if exc.args and isinstance(exc.args[0], BaseException):
+        original = exc.args[0]
+    module = type(original).__module__
+    if module.startswith("sqlite3"):
+        code = getattr(original, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            return "outage" if code & 0xFF in _SQLITE_OUTAGES else "error"
+    elif module.startswith("psycopg"):
+        state = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+        if state:
+            if state[:2] in ("28", "3D"):  # invalid authorization, no such database
+                return "login"
+            return "outage" if state[:2] in _POSTGRES_OUTAGES else "error"
+        if _POSTGRES_LOGIN_REFUSED.search(str(original)):
+            return "login"
+        return "error" if _POSTGRES_BAD_SETTING.search(str(original)) else "outage"
+    elif original.args and isinstance(original.args[0], int):  # MySQL drivers: (code, message)
+        code = original.args[0]
+        if code in _MYSQL_LOGIN_REFUSED:
+            return "login"
+        return "outage" if 2000 <= code < 3000 or code in _MYSQL_OUTAGES else "error"
+    return "outage"  # no code to go by: as before, an outage
 
 
 # -- Time: every expiry is an instant in UTC -------------------------------------------------
@@ -168,6 +228,8 @@ def _iso_z(value: datetime.datetime) -> str:
 def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
+    if not isinstance(value, datetime.datetime):  # SQLite keeps whatever was written: a BLOB, a number
+        raise TypeError("an expiry is a datetime or ISO-8601 text, not %s" % type(value).__name__)
     return _as_utc(value)
 
 
@@ -184,7 +246,7 @@ def _to_json(value: Any, key: Any = _WHOLE) -> str:
     """Encode a value (the session's `key`, if given) as JSON, or raise TypeError naming what cannot be stored."""
     try:
         return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested about 1,000 levels
         path = "session" if key is _WHOLE else "session[%r]" % (key,)  # built only here: encoding is the hot path
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
@@ -192,15 +254,11 @@ def _to_json(value: Any, key: Any = _WHOLE) -> str:
 
 
 def _object_key(key: Any) -> str:
-    """A session key as a JSON object's key: a str as it is; a number, True, False or None as JSON writes it."""
-    if isinstance(key, str):
-        return key
-    if key is None or isinstance(key, (bool, int, float)):
-        try:
-            return _ENCODER.encode({key: 0})[2:-4]  # the key as json.dumps converts it ({"1":0})
-        except ValueError:
-            pass  # NaN or an infinity
-    raise TypeError("session key %.80r cannot be a JSON object's key: use a str" % (key,))
+    """A session key, which is a str as a JSON object's are (json.dumps would turn 1 into "1", which
+    reads back as another key)."""
+    if not isinstance(key, str):
+        raise TypeError("session key %.80r cannot be stored: a session's keys are str, as JSON's are" % (key,))
+    return key
 
 
 def _json_object(members: Dict[str, str]) -> str:
@@ -224,6 +282,45 @@ def _find_unstorable(value: Any, path: str = "session", seen: Optional[set] = No
             except RecursionError:
                 return "%s[%r] (nested too deeply)" % (path, key)
     return path
+
+
+# MariaDB's JSON type is a CHECK (json_valid), which refuses a document nested 32 levels deep or more:
+# a session (the object itself is a level) nests at most 31, on every database, so any table takes it.
+MAX_JSON_DEPTH = 31
+_BRACKETS = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # the quotes stay, to tell strings
+
+
+def _check_depth(data: str) -> None:
+    """Refuse, naming its key, a session JSON text nested deeper than MAX_JSON_DEPTH."""
+    if len(data) <= 2 * MAX_JSON_DEPTH or data.count("[") + data.count("{") <= MAX_JSON_DEPTH:
+        return  # too few brackets to nest that deep: most sessions, for two scans in C
+    # All in C (bytes methods): a regular expression, or a split at each quote, took as long as the encoding.
+    raw = data.encode("utf-8", "surrogatepass")
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes: an escaped quote ends no string
+    brackets = raw.translate(_BRACKETS, _NOT_BRACKETS).replace(b'""', b"")  # strings without brackets go
+    if b'"' in brackets:
+        brackets = b"".join(brackets.split(b'"')[::2])  # the rest: brackets in strings don't nest
+    for _ in range(MAX_JSON_DEPTH):
+        brackets = brackets.replace(b"[]", b"")  # one level less, everywhere
+        if not brackets:
+            return
+    sess = json.loads(data)
+    key = next((key for key, value in sess.items() if _nests_deeper(value, MAX_JSON_DEPTH - 1)), None)
+    path = "session" if key is None else "session[%r]" % (key,)
+    raise TypeError("%s cannot be stored: a session nests at most %d levels of objects and arrays, counting "
+                    "the session itself (MariaDB's JSON refuses more)" % (path, MAX_JSON_DEPTH))
+
+
+def _nests_deeper(value: Any, levels: int) -> bool:
+    """Whether a decoded JSON value nests more than `levels` levels of objects and arrays."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_nests_deeper(item, levels - 1) for item in items)
 
 
 def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
@@ -306,7 +403,33 @@ def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
     return None
 
 
+def _live_window(db_time: Callable[[datetime.datetime], Any]) -> Tuple[Any, Any]:
+    """The bounds of a live row's expiry, as a database's column holds them: now, and now + MAX_LIFETIME.
+
+    get() reads a later expiry as damage (see _checked_expiry); length(), all() and stats() count
+    between the same bounds, so a row that get() never returns is not counted live either.
+    """
+    now = _utcnow()
+    return db_time(now), db_time(now + MAX_LIFETIME)
+
+
 def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
+    """When a session expires (see _cookie_expiry); one more than MAX_LIFETIME away is a ValueError.
+
+    get() would read it as damage: a session saved with it could never be read back.
+    """
+    try:
+        expiry = _cookie_expiry(sess, now)
+    except OverflowError:  # an aware date near year 1 or 9999, moved to UTC
+        raise ValueError("sess['cookie']['expires'] is out of range: %.40r"
+                         % (sess["cookie"]["expires"],)) from None
+    if abs(expiry - now) > MAX_LIFETIME:
+        raise ValueError("sess['cookie'] gives an expiry of %s, more than 36,500 days from now"
+                         % _iso_z(expiry))
+    return expiry
+
+
+def _cookie_expiry(sess: dict, now: datetime.datetime) -> datetime.datetime:
     """When a session expires: cookie.expires, else now + cookie.maxAge ms, else now + 1 day."""
     cookie = sess.get("cookie")
     if not isinstance(cookie, dict):
@@ -328,7 +451,7 @@ def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
         raise ValueError("sess['cookie']['maxAge'] must be a number of milliseconds, not %r" % (max_age,))
     try:
         return now + datetime.timedelta(milliseconds=max_age)
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: NaN
         raise ValueError("sess['cookie']['maxAge'] is out of range: %r" % (max_age,)) from None
 
 
@@ -404,11 +527,13 @@ class _Dialect:
         self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {self.upsert(sid, p)}"
         self.touch = f"UPDATE {t} SET expired = {p} WHERE {is_sid} AND expired > {p}"
         self.destroy = f"DELETE FROM {t} WHERE {is_sid}"
-        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p}"
-        self.all = f"SELECT {sid}, {sess} FROM {t} WHERE expired > {p}"
+        # Live: expiring after now and no later than get() believes (_live_window).
+        self.length = f"SELECT COUNT(*) FROM {t} WHERE expired > {p} AND expired <= {p}"
+        self.all = f"SELECT {sid}, {sess}, {expiry} FROM {t} WHERE expired > {p} AND expired <= {p}"
         self.clear = f"DELETE FROM {t}"
         soonest, latest = self.expiry_text("expired", "MIN"), self.expiry_text("expired", "MAX")
-        self.live_stats = f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p}"
+        self.live_stats = (f"SELECT COUNT(*), {soonest}, {latest} FROM {t}"
+                           f" WHERE expired > {p} AND expired <= {p}")
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
         # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
         self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
@@ -422,6 +547,10 @@ class _Dialect:
     @classmethod
     def for_table(cls, db: peewee.Database, table: str, sid_column: str) -> None:
         """Checks of a table that exists (called once, after it was found or made)."""
+
+    @classmethod
+    def check_database(cls, db: peewee.Database) -> None:
+        """Refuse, when the store is made, a database object that could never serve it."""
 
     # The hooks: how this database writes what the store asks.
 
@@ -478,6 +607,21 @@ class _SqliteDialect(_Dialect):
     name = "sqlite"
     atomic_args = ("IMMEDIATE",)  # no row locks: the write lock, taken before the read
     lock_clause = ""
+
+    @classmethod
+    def check_database(cls, db: peewee.Database) -> None:
+        # SQLite can't create a file's folder: every request would fail as if the database were down.
+        if db.connect_params.get("uri"):
+            return
+        path = db.database
+        if not path or path == ":memory:" or not isinstance(path, (str, os.PathLike)):
+            return  # in memory, a temporary file, or a database not initialized yet
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise SessionStoreError("the SQLite database %s cannot be created: the folder %s does not exist"
+                                    % (path, folder))
+        if os.path.isdir(path):
+            raise SessionStoreError("the SQLite database %s is a folder, not a file" % (path,))
 
 
 class _PostgresqlDialect(_Dialect):
@@ -660,7 +804,9 @@ _DIALECTS: Tuple[Tuple[type, Type[_Dialect]], ...] = (
     (peewee.MySQLDatabase, _MysqlDialect),
     (peewee.SqliteDatabase, _SqliteDialect),
 )
+# The names create_table_sql() takes: the URL schemes'.
 _DIALECT_NAMES = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
+                  "postgres": peewee.PostgresqlDatabase, "mariadb": peewee.MySQLDatabase,
                   "mysql": peewee.MySQLDatabase}
 
 
@@ -671,6 +817,12 @@ def _dialect_for(db: peewee.Database) -> Type[_Dialect]:
         if isinstance(db, database_class):
             return dialect
     raise TypeError("peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__)
+
+
+def _check_database(db: Any) -> None:
+    """Refuse, when the store is made, a database object that could never serve it (see check_database)."""
+    if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:  # else checked on first use
+        _dialect_for(db).check_database(_database_of(db))
 
 
 def _scalar(db: peewee.Database, sql: str, params: tuple) -> Optional[int]:
@@ -797,6 +949,8 @@ class _Connection:
                 raise _translated(exc) from exc
             except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
                 raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:  # PyMySQL's, for charset="nope"
+                raise _refused_settings(exc) from exc
 
     def close(self) -> None:
         if self.opened:
@@ -822,6 +976,12 @@ class _Connection:
         translated = _translated(exc, self.conflict)
         if translated is not exc:
             raise translated from exc
+
+
+def _refused_settings(exc: Exception) -> SessionStoreError:
+    """A driver's own exception for a connection setting it can't use (an unknown one, a bad value)."""
+    return SessionStoreError("the session database's driver refused its connection settings: %s: %s"
+                             % (type(exc).__name__, _first_line(exc)))
 
 
 _DEFAULT = object()  # an option left out
@@ -857,6 +1017,7 @@ class PeeweeSessionStore:
             db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
                                       timeout=10, check_same_thread=False, max_connections=None)
         self.db = db
+        _check_database(db)
         self.model = build_session_model(db, table_name, sid_field_name)
         self.table_name = table_name
         self.sid_field_name = sid_field_name
@@ -1089,15 +1250,16 @@ class PeeweeSessionStore:
     def length(self) -> int:
         """How many live sessions there are (also len(store))."""
         dialect = self.dialect
-        return self._execute(dialect.length, (dialect.now(),), "fetchone")[0]
+        return self._execute(dialect.length, _live_window(dialect.db_time), "fetchone")[0]
 
     __len__ = length
 
     def all(self) -> Dict[str, dict]:
         """Every live session, by id (damaged rows are logged and left out)."""
         dialect = self.dialect
-        rows = self._execute(dialect.all, (dialect.now(),), "fetchall")
-        sessions = ((sid, _session_from_json(sid, raw)) for sid, raw in rows)
+        rows = self._execute(dialect.all, _live_window(dialect.db_time), "fetchall")
+        sessions = ((sid, _checked_expiry(sid, expiry) and _session_from_json(sid, raw))
+                    for sid, raw, expiry in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
     def clear(self) -> int:
@@ -1140,14 +1302,14 @@ class PeeweeSessionStore:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         dialect = self.dialect
         with _Connection(self.db, conflict=self._is_conflict):
-            live, soonest, latest = self.db.execute_sql(dialect.live_stats, (dialect.now(),)).fetchone()
+            live, soonest, latest = self.db.execute_sql(dialect.live_stats, _live_window(dialect.db_time)).fetchone()
             expired = self.db.execute_sql(dialect.expired_count, (dialect.now(),)).fetchone()[0]
             size = dialect.table_bytes(self.db, self.table_name)
         return {
             "live": live,
             "expired": expired,
-            "soonest_expiry": None if soonest is None else _expiry_from_db(soonest),
-            "latest_expiry": None if latest is None else _expiry_from_db(latest),
+            "soonest_expiry": None if soonest is None else _checked_expiry("(stats)", soonest),
+            "latest_expiry": None if latest is None else _checked_expiry("(stats)", latest),
             "table_bytes": size,
         }
 
@@ -1156,6 +1318,7 @@ class PeeweeSessionStore:
         if self.max_session_size is not None and len(data) > self.max_session_size:
             raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
                              % (sid, len(data), self.max_session_size))
+        _check_depth(data)
         self.dialect.check_storable(sid, data)
 
     def close(self) -> None:
@@ -2655,6 +2818,7 @@ _STORE_OPTIONS = frozenset(inspect.signature(PeeweeSessionStore).parameters) - {
 # -- The command line ------------------------------------------------------------------------
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_URL, EXIT_UNREACHABLE, EXIT_NO_TABLE = 0, 1, 2, 3, 4, 5
+EXIT_REFUSED = 6
 
 
 class _CommandError(Exception):
@@ -2668,27 +2832,64 @@ def _argument_parser() -> argparse.ArgumentParser:
         prog="peewee-sessions",
         description="Look after a peewee-sessions table.",
         epilog="Exit codes: 0 done, 1 database error, 2 usage, 3 bad database URL, 4 server unreachable, "
-               "5 table missing.",
+               "5 table missing, 6 log-in refused (wrong user, password or database name). "
+               "--db, --table and --sid-field go before or after the command.",
     )
-    parser.add_argument("--db", metavar="URL", default=os.environ.get("PEEWEE_SESSIONS_DB"),
-                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
-                             "(default: $PEEWEE_SESSIONS_DB)")
-    parser.add_argument("--table", default="sessions", help="the session table (default: %(default)s)")
-    parser.add_argument("--sid-field", default="sid", help="the session-id column (default: %(default)s)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    _add_table_options(parser, os.environ.get("PEEWEE_SESSIONS_DB"), "sessions", "sid")
+    # The same options after the command; SUPPRESS: when absent there, they keep what came before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_table_options(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sql = commands.add_parser("sql", help="print the CREATE TABLE and CREATE INDEX statements")
-    sql.add_argument("--dialect", choices=["sqlite", "postgresql", "mysql"],
+    sql = commands.add_parser("sql", parents=[common],
+                              help="print the CREATE TABLE and CREATE INDEX statements")
+    sql.add_argument("--dialect", choices=list(_DIALECT_NAMES),
                      help="write for this database instead of --db's")
-    commands.add_parser("create-table", help="create the table and its index if they are missing")
-    sweep = commands.add_parser("sweep", help="delete expired sessions, in batches")
+    commands.add_parser("create-table", parents=[common],
+                        help="create the table and its index if they are missing")
+    sweep = commands.add_parser("sweep", parents=[common], help="delete expired sessions, in batches")
     sweep.add_argument("--batch", type=int, default=1000, help="rows per DELETE (default: %(default)s)")
-    stats = commands.add_parser("stats", help="live and expired counts, expiry range, table size")
+    stats = commands.add_parser("stats", parents=[common],
+                                help="live and expired counts, expiry range, table size")
     stats.add_argument("--json", action="store_true", help="print JSON")
-    destroy = commands.add_parser("destroy", help="delete the given sessions")
+    destroy = commands.add_parser("destroy", parents=[common], help="delete the given sessions")
     destroy.add_argument("sids", nargs="+", metavar="SID")
-    clear = commands.add_parser("clear", help="delete every session (needs --yes)")
+    clear = commands.add_parser("clear", parents=[common], help="delete every session (needs --yes)")
     clear.add_argument("--yes", action="store_true", help="yes, delete them all")
     return parser
+
+
+def _add_table_options(parser: argparse.ArgumentParser, db: Any, table: Any, sid_field: Any) -> None:
+    parser.add_argument("--db", metavar="URL", default=db,
+                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
+                             "(default: $PEEWEE_SESSIONS_DB)")
+    parser.add_argument("--table", default=table, help="the session table (default: sessions)")
+    parser.add_argument("--sid-field", default=sid_field, help="the session-id column (default: sid)")
+
+
+def _masked_url(url: str) -> str:
+    """The URL with its password (in the user part or the query) replaced by ***, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = "%s:***@%s" % (user.partition(":")[0], host)
+        query = re.sub(r"(?i)((?:^|&)(?:password|passwd)=)[^&]*", r"\1***", parts.query)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # not even a URL (a bad port is read only when asked for): show none of it
+        return "(unreadable URL)"
+
+
+def _one_line(message: Any, url: Optional[str] = None) -> str:
+    """A message's first line (drivers add LINE 1, HINT, ...), with the URL's password removed."""
+    text = _first_line(message)
+    if url:
+        with contextlib.suppress(ValueError):
+            password = urllib.parse.urlsplit(url).password
+            for secret in {password, password and urllib.parse.unquote(password)} - {None, ""}:
+                text = text.replace(secret, "***")
+    return text
 
 
 def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
@@ -2696,20 +2897,41 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
         raise _CommandError("no database: pass --db URL or set PEEWEE_SESSIONS_DB", EXIT_USAGE)
     from playhouse.db_url import connect
 
+    shown = _masked_url(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] == "sqlite" and rest and not rest.startswith("/"):
+        # sqlite://cli.db reads "cli.db" as a host, and opens an empty database in memory.
+        raise _CommandError("%s names no file: did you mean sqlite:///%s (a relative path) or sqlite:////%s "
+                            "(an absolute one)?" % (shown, rest, rest), EXIT_BAD_URL)
     try:
         db = connect(url)
         _dialect_for(db)
     except Exception as exc:  # db_url raises several kinds for a URL it can't use
-        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                            EXIT_BAD_URL) from None
     if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):
         # SQLite would create an empty file for a mistyped path.
         raise _CommandError("no SQLite database at %r" % db.database, EXIT_UNREACHABLE)
     try:
+        _check_database(db)
         db.connect()
+    except SessionStoreError as exc:
+        raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except peewee.ImproperlyConfigured as exc:
-        raise _CommandError("cannot use the database URL %r: %s" % (url, exc), EXIT_BAD_URL) from None
+        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                            EXIT_BAD_URL) from None
     except peewee.DatabaseError as exc:
-        raise _CommandError("cannot reach the database: %s" % str(exc).strip(), EXIT_UNREACHABLE) from None
+        if _failure_kind(exc) == "login":
+            raise _CommandError("the database refused the log-in (wrong user, password or database name?): "
+                                "%s" % _one_line(exc, url), EXIT_REFUSED) from None
+        if isinstance(exc, peewee.ProgrammingError) or _POSTGRES_BAD_SETTING.search(_one_line(exc)):
+            raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
+                                EXIT_BAD_URL) from None
+        raise _CommandError("cannot reach the database: %s" % _one_line(exc, url),
+                            EXIT_UNREACHABLE) from None
+    except Exception as exc:  # the driver refused an option of the URL's (?charset=nope, ?connect_timeout=0)
+        raise _CommandError("cannot use the database URL %s: the driver refused its options: %s"
+                            % (shown, _one_line(exc, url) or type(exc).__name__), EXIT_BAD_URL) from None
     return db
 
 
@@ -2741,8 +2963,11 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except SessionStoreError as exc:
         raise _CommandError(str(exc), EXIT_ERROR) from None
+    except peewee.DatabaseError as exc:  # a statement outside the store's own (table_exists)
+        raise _CommandError(str(_translated(exc)), EXIT_ERROR) from None
     finally:
-        db.close()
+        with contextlib.suppress(Exception):  # a connection already lost: nothing to close
+            db.close()
 
 
 def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
@@ -2800,8 +3025,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _run_command(args, sys.stdout, sys.stderr)
     except _CommandError as exc:
-        print("peewee-sessions: %s" % exc, file=sys.stderr)
+        print("peewee-sessions: %s" % _one_line(exc, args.db), file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `peewee-sessions sql | head -1`: the reader has gone, and so may we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python exits
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -92,10 +92,42 @@ def db(backend, tmp_path):
         database.close()
 
 
+GENERATED_TABLES = set()  # every name table_name gave out in this run: only these are checked for leftovers
+
+
 @pytest.fixture
 def table_name():
     """A table of the test's own, so tests never see each other's rows."""
-    return "t_" + uuid.uuid4().hex[:12]
+    name = "t_" + uuid.uuid4().hex[:12]
+    GENERATED_TABLES.add(name)
+    return name
+
+
+LIST_TABLES = {
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE %s",
+    "mysql": "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+             " AND table_name LIKE %s",
+}
+
+
+def leftover_tables(backend):
+    """This run's tables (a generated name, or one with a suffix) still in the backend's server."""
+    db = connect(server_url(backend))
+    with db.connection_context():
+        names = [row[0] for row in db.execute_sql(LIST_TABLES[backend], (r"t\_%",)).fetchall()]
+    # Other developers run tests on the same servers at the same time: only this run's names count.
+    return sorted(name for name in names if name[:14] in GENERATED_TABLES)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tables_left_behind():
+    """Fails the run (an error at teardown) if a test left a table it made on PostgreSQL or MariaDB."""
+    yield
+    if not GENERATED_TABLES:
+        return
+    left = {backend: leftover_tables(backend) for backend in SERVER_URLS if unreachable_reason(backend) is None}
+    left = {backend: names for backend, names in left.items() if names}
+    assert not left, "tests left these tables behind: %s" % left
 
 
 def drop_table(database, name):

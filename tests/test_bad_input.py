@@ -1,5 +1,6 @@
 """Bad input gets a clear error and loses nothing; a damaged row reads as no session and is logged."""
 
+import datetime
 import json
 import logging
 
@@ -71,7 +72,11 @@ def test_a_lone_surrogate_is_kept_where_the_database_holds_it_and_refused_by_nam
 
 
 @pytest.mark.parametrize("cookie", [{"expires": "next tuesday"}, {"expires": 12}, {"maxAge": "long"},
-                                    {"maxAge": 10 ** 30}, {"maxAge": True}])
+                                    {"maxAge": 10 ** 30}, {"maxAge": True}, {"maxAge": float("nan")},
+                                    {"expires": "9999-12-31T23:59:59-14:00"},
+                                    {"expires": "0001-01-01T00:00:00+14:00"},
+                                    {"expires": datetime.datetime.max.replace(tzinfo=datetime.timezone(
+                                        datetime.timedelta(hours=-14)))}])
 def test_a_bad_expiry_is_a_value_error(store, cookie):
     with pytest.raises(ValueError, match="cookie"):
         store.set("sid", {"cookie": cookie})
@@ -147,3 +152,91 @@ def test_a_row_with_invalid_json_reads_as_no_session(backend, store, caplog):
         assert store.get("damaged") is None
         assert store.all() == {}
     assert any("not valid JSON" in record.message for record in caplog.records)
+
+
+def nested(levels, inner=1):
+    """A value nesting `levels` levels of arrays and objects, alternately."""
+    value = inner
+    for level in range(levels):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_a_session_nested_as_deep_as_mariadb_takes_is_kept(store):
+    sess = dict(SESS, deep=nested(30), text="[[[[" * 40 + "{\\\"" * 20)  # with the session: 31 levels
+    store.set("sid", sess)
+    assert store.get("sid") == sess
+    assert store.patch("sid", {"deeper": nested(30)}) and store.get("sid")["deeper"] == nested(30)
+
+
+@pytest.mark.parametrize("levels", [31, 40, 1500], ids=["one too many", "40", "past the encoder"])
+def test_a_value_nested_too_deep_is_refused_by_name_everywhere(store, levels):
+    """MariaDB's JSON refuses a document nested 32 levels deep: refused alike on every database, by key."""
+    store.set("sid", SESS)
+    for save in (lambda: store.set("sid", dict(SESS, n=2, deep=nested(levels))),
+                 lambda: store.patch("sid", {"n": 2, "deep": nested(levels)}),
+                 lambda: store.set("new", {"cookie": {}, "deep": [nested(levels)]})):
+        with pytest.raises(TypeError, match=r"session\['deep'\]"):  # not RecursionError, not "unavailable"
+            save()
+    assert store.get("sid") == SESS and store.get("new") is None
+
+
+def test_a_too_deep_session_is_refused_by_the_plugin_and_the_stored_one_kept(make_web):
+    client, plugin, app = make_web()
+
+    @app.get("/deep")
+    def deep(session):
+        session["deep"] = nested(40)
+
+    client.get("/count")
+    assert client.get("/deep", expect_errors=True).status_int == 500  # the app's bug, not a 503
+    assert client.get("/count").text == "2"
+
+
+def test_a_check_failure_is_a_store_error_never_unavailable(backend, store, monkeypatch):
+    """MariaDB's json_valid CHECK fails with 4025, which PyMySQL raises as an OperationalError."""
+    from peewee_sessions import SessionStoreError, SessionStoreUnavailable
+
+    store.set("sid", SESS)
+    monkeypatch.setattr("peewee_sessions.MAX_JSON_DEPTH", 100)  # let the database judge the document
+    too_deep = dict(SESS, deep=nested(40))
+    if backend != "mysql":  # SQLite's text and PostgreSQL's json take it
+        store.set("sid", too_deep)
+        assert store.get("sid") == too_deep
+        return
+    with pytest.raises(SessionStoreError) as caught:
+        store.set("sid", too_deep)
+    assert not isinstance(caught.value, SessionStoreUnavailable) and "4025" in str(caught.value)
+    assert store.get("sid") == SESS
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])  # SQLite's sess is text: it keeps anything
+def test_invalid_json_refused_by_the_database_is_a_store_error_never_unavailable(backend, store):
+    from peewee_sessions import SessionStoreError, SessionStoreUnavailable
+
+    store.set("sid", SESS)
+    dialect = store.dialect
+    expired = dialect.db_time(__import__("datetime").datetime(2099, 1, 1))
+    with pytest.raises(SessionStoreError) as caught:
+        store._execute(dialect.set, dialect.set_params("sid", "{not json", expired))
+    assert not isinstance(caught.value, SessionStoreUnavailable)
+    # One line: PostgreSQL's "LINE 1: ..." would quote the statement, and the session in it, into logs.
+    assert "\n" not in str(caught.value) and "not json" not in str(caught.value)
+    assert store.get("sid") == SESS
+
+
+@pytest.mark.parametrize("key", [1, None, True, 2.5, ("a", "b")])
+def test_a_session_key_that_is_not_a_str_is_refused_by_name_and_the_stored_session_kept(make_web, key):
+    """json.dumps would write it bare ({"n":1,1:"x"}): no JSON, which SQLite kept and MariaDB refused."""
+    client, plugin, app = make_web()
+
+    @app.get("/odd-key")
+    def odd_key(session):
+        session[key] = "x"
+
+    client.get("/count")
+    response = client.get("/odd-key", expect_errors=True)
+    assert response.status_int == 500
+    assert client.get("/count").text == "2"
+    with pytest.raises(TypeError, match="session key .* cannot be stored"):
+        plugin.store.patch(next(iter(plugin.store.all())), {key: "x"})

@@ -110,9 +110,67 @@ def test_infinite_expiries_break_neither_stats_nor_the_sweep(make_store):
         with store.connection():
             store.db.execute_sql("UPDATE %s SET expired = %%s WHERE sid = %%s" % store.table_name, (expiry, sid))
     stats = store.stats()
-    assert (stats["live"], stats["expired"]) == (1, 2)
-    assert store.get("forever") is None  # absurd
-    assert store.sweep() == 2 and store.length() == 1
+    assert (stats["live"], stats["expired"]) == (0, 2)  # "forever" is absurd: not live, as get() says
+    assert store.get("forever") is None
+    assert store.sweep() == 2 and store.length() == 0
+
+
+FAR_EXPIRY = {  # later than get() reads as a session (36,500 days from now), written as each side writes it
+    "sqlite": "2200-01-01T00:00:00.000Z",
+    "postgresql": "2200-01-01 00:00:00+00",
+    "mysql": "2200-01-01 00:00:00",
+}
+
+
+@pytest.mark.parametrize("cookie", [{"expires": "2200-01-01T00:00:00.000Z"},
+                                    {"expires": "9999-12-31T23:59:59.999Z"},
+                                    {"maxAge": 36501 * 86400000}, {"expires": "1900-01-01T00:00:00.000Z"}])
+def test_an_expiry_get_would_never_return_is_refused_at_set_touch_and_patch(store, cookie):
+    store.set("sid", {"cookie": {}, "n": 1})
+    before = store.get_with_expiry("sid")
+    for save in (lambda: store.set("sid", {"cookie": cookie, "n": 2}),
+                 lambda: store.touch("sid", {"cookie": cookie}),
+                 lambda: store.patch("sid", {"cookie": cookie, "n": 2}),
+                 lambda: store.set("new", {"cookie": cookie})):
+        with pytest.raises(ValueError, match="36,500 days"):
+            save()
+    assert store.get_with_expiry("sid") == before and store.get("new") is None
+
+
+def test_a_stored_absurd_expiry_is_live_for_none_of_get_length_all_and_stats(backend, store, caplog):
+    store.set("fine", {"cookie": {"expires": "2099-01-01T00:00:00.000Z"}})
+    store.set("far", {"cookie": {}})
+    with store.connection():
+        store.db.execute_sql("UPDATE %s SET expired = %s WHERE sid = 'far'"
+                             % (store.table_name, store.db.param), (FAR_EXPIRY[backend],))
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("far") is None
+    assert store.length() == 1 and list(store.all()) == ["fine"]
+    stats = store.stats()
+    assert stats["live"] == 1 and stats["latest_expiry"] == stats["soonest_expiry"]
+    assert stats["latest_expiry"].year == 2099
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the other databases' expired column holds only timestamps
+@pytest.mark.parametrize("damage", [b"\x00\xff", b"2099-01-01T00:00:00.000Z", 12.5,
+                                    "2099-99-99T00:00:00.000Z"],
+                         ids=["blob", "text as a blob", "number", "no such date"])
+def test_a_damaged_sqlite_expiry_reads_as_no_session_everywhere(backend, web, caplog, damage):
+    client, plugin, store = web
+    store.set("damaged", {"cookie": {}, "n": 5})
+    store.set("fine", {"cookie": {"expires": "2099-01-01T00:00:00.000Z"}})
+    with store.connection():
+        store.db.execute_sql("UPDATE %s SET expired = ? WHERE sid = 'damaged'" % store.table_name, (damage,))
+    cookie = "connect.sid=" + urllib.parse.quote(sign_session_id("damaged", SECRET), safe="")
+    with caplog.at_level(logging.WARNING, logger="peewee_sessions"):
+        assert store.get("damaged") is None
+        assert client.get("/count", headers={"Cookie": cookie}).text == "1"  # a new session, not a 500
+        assert "damaged" not in store.all() and "fine" in store.all()
+        stats = store.stats()
+    if not isinstance(damage, float):  # a number sorts below any text: an expired row, as SQLite compares
+        assert any("unreadable or absurd" in record.message for record in caplog.records)
+    assert stats["latest_expiry"] is None or stats["latest_expiry"].year == 2099
+    assert store.get("fine") is not None
 
 
 def test_a_damaged_row_gives_the_visitor_a_new_session(backend, web, caplog):

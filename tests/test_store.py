@@ -12,7 +12,7 @@ import peewee
 import pytest
 
 import peewee_sessions
-from conftest import Counter, open_database
+from conftest import Counter, drop_table, open_database
 from peewee_sessions import PeeweeSessionStore, SessionStoreError, _iso_z
 
 UTC = datetime.timezone.utc
@@ -342,6 +342,8 @@ def test_mysql_sweep_reads_keys_right_whatever_the_character_sets(db, make_store
         assert set(store.all()) == {"ü-live"}
     finally:
         sweeping_db.close()
+        if latin1 == "table":
+            drop_table(db, table_name)  # made by hand: make_store drops only the tables of the stores it made
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
@@ -770,3 +772,133 @@ def test_sessions_over_the_size_limit_are_refused_and_nothing_changes(make_store
     with pytest.raises(ValueError, match="max_session_size"):
         store.patch("sid-1", {"blob": "x" * 2000})
     assert store.get("sid-1") == store.get("sid-1") and store.get("sid-1")["n"] == 1 and "blob" not in store.get("sid-1")
+
+
+# -- What is an outage (SessionStoreUnavailable, a 503) and what is not ------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.parametrize("wrong", ["user", "database"])
+def test_a_refused_log_in_is_a_store_error_not_an_outage(backend, db, table_name, wrong):
+    """A wrong role or a missing database is a setting to fix: no retry brings the store back."""
+    params = dict(db.connect_params)
+    params["user" if wrong == "user" else "database"] = "no_such_" + wrong + "_x"
+    name = params.pop("database", db.database)
+    other = type(db)(name, **params)
+    with pytest.raises(peewee_sessions.SessionStoreError, match="refused the log-in") as caught:
+        PeeweeSessionStore(other, table_name=table_name, clear_interval=0)
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_server_that_does_not_answer_is_an_outage(backend, db, table_name):
+    other = type(db)(db.database, **dict(db.connect_params, port=1))
+    store = PeeweeSessionStore(other, table_name=table_name, clear_interval=0)  # checked on first use
+    with pytest.raises(peewee_sessions.SessionStoreUnavailable):
+        store.get("sid")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_locked_sqlite_database_is_an_outage(backend, db, table_name, tmp_path):
+    store = PeeweeSessionStore(peewee.SqliteDatabase(db.database, timeout=0.1), table_name=table_name,
+                               clear_interval=0)
+    store.set("sid", live())
+    holder = peewee.SqliteDatabase(db.database)
+    with holder.connection_context(), holder.atomic("IMMEDIATE"):  # another process holds the write lock
+        with pytest.raises(peewee_sessions.SessionStoreUnavailable, match="locked"):
+            store.set("sid", live(n=2))
+    store.close()
+
+
+def test_a_table_dropped_under_the_store_is_a_store_error_not_an_outage(db, store):
+    store.set("sid", live())
+    drop_table(db, store.table_name)
+    with pytest.raises(peewee_sessions.SessionStoreError) as caught:
+        store.get("sid")
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name, pooled):
+    """Not a store that starts and then answers every request as unavailable."""
+    from playhouse.pool import PooledSqliteDatabase
+
+    path = tmp_path / "no_such_folder" / "x.db"
+    db = PooledSqliteDatabase(str(path)) if pooled else peewee.SqliteDatabase(str(path))
+    with pytest.raises(SessionStoreError, match="the folder %s does not exist" % re.escape(str(path.parent))):
+        PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    assert not path.parent.exists()
+    for fine in (":memory:", "", str(tmp_path / "x.db")):
+        PeeweeSessionStore(peewee.SqliteDatabase(fine), table_name=table_name, clear_interval=0).close()
+
+
+@pytest.fixture
+def jsonb_store(db, table_name):
+    """A store on a PostgreSQL table made by hand with `sess jsonb` (the README says what changes)."""
+    with db.connection_context():
+        db.execute_sql('CREATE TABLE "%s" (sid varchar(255) NOT NULL PRIMARY KEY, sess jsonb NOT NULL, '
+                       'expired timestamp with time zone NOT NULL)' % table_name)
+    store = PeeweeSessionStore(db, table_name=table_name, create_table=False, clear_interval=0)
+    yield store
+    store.close()
+    drop_table(db, table_name)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_jsonb_column_keeps_what_the_readme_says(backend, jsonb_store):
+    """What the README's "The table" says a jsonb column changes, and nothing else."""
+    store = jsonb_store
+    kept = {"text": "Zoë 🎉 \" ' < > \\", "n": 3, "ratio": 0.1, "tiny": 5e-324, "small": 1e-07, "one": 1.0,
+            "big_int": 10 ** 20, "list": [1, "a", None, True, {"x": []}], "none": None}
+    changed = {"huge": 1e308, "e20": 1.2345678901234568e+20, "negative_huge": -1.5e300,
+               "negative_zero": -0.0}
+    store.set("sid", dict(live(), **kept, **changed))
+    got = store.get("sid")
+    assert {key: got[key] for key in kept} == kept
+    assert all(type(got[key]) is type(value) for key, value in kept.items())
+    # Written with an exponent of 16 or more: read back as the int with those digits; float() undoes it.
+    assert got["huge"] == 10 ** 308 and float(got["huge"]) == 1e308
+    assert got["e20"] == 123456789012345680000 and float(got["e20"]) == 1.2345678901234568e+20
+    assert type(got["negative_huge"]) is int and float(got["negative_huge"]) == -1.5e300
+    assert str(got["negative_zero"]) == "0.0"  # the sign goes (JSON.stringify drops it too)
+    # Keys come back in jsonb's order (shorter keys first, then by bytes), not as written.
+    assert list(got) == sorted(got, key=lambda key: (len(key.encode()), key.encode()))
+    for bad in ("nul \x00 byte", "lone \ud800 surrogate"):  # PostgreSQL's error, not a TypeError
+        with pytest.raises(SessionStoreError):
+            store.set("sid", dict(live(), s=bad))
+    assert store.get("sid") == got
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_plugin_counts_on_a_jsonb_column(backend, jsonb_store):
+    import webtest
+
+    from conftest import build_app
+
+    client = webtest.TestApp(build_app(jsonb_store)[0])
+    assert [client.get("/count").text for _ in range(3)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("backend, setting", [
+    ("mysql", {"charset": "nope"}), ("mysql", {"read_timeout": "x"}),
+    ("postgresql", {"sslmode": "nope"}), ("postgresql", {"bogus": 1}),
+])
+def test_a_connection_setting_the_driver_refuses_is_a_store_error(db, table_name, setting):
+    """Not an AttributeError from inside PyMySQL, nor an outage retried on every request."""
+    other = type(db)(db.database, **dict(db.connect_params, password="s3cret-pw", **setting))
+    with pytest.raises(SessionStoreError) as caught:
+        PeeweeSessionStore(other, table_name=table_name, clear_interval=0)
+    assert not isinstance(caught.value, peewee_sessions.SessionStoreUnavailable)
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_sqlite_path_that_is_a_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name):
+    with pytest.raises(SessionStoreError, match="is a folder"):
+        PeeweeSessionStore(peewee.SqliteDatabase(str(tmp_path)), table_name=table_name, clear_interval=0)
+
+
+def test_create_table_sql_takes_the_url_schemes_names_too():
+    assert peewee_sessions.create_table_sql("postgres") == peewee_sessions.create_table_sql("postgresql")
+    assert peewee_sessions.create_table_sql("mariadb") == peewee_sessions.create_table_sql("mysql")
