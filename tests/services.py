@@ -302,6 +302,7 @@ class GaleraCluster:
             if not shutil.which(tool):
                 raise ServiceError("%s is missing: apt-get install galera-4 mariadb-server rsync" % tool)
         uid, gid, self.user = service_user("mysql")
+        own_directory(self.directory, uid, gid)
         for node in self.nodes:
             node.write_config(uid, gid)
         first = self.nodes[0]
@@ -353,7 +354,7 @@ user = {user}
 datadir = {node.datadir}
 socket = {node.directory}/mysqld.sock
 pid-file = {node.directory}/mysqld.pid
-log-error = {node.log}
+# No log-error: the log goes to stderr, which GaleraNode.start sends to node.log
 bind-address = 127.0.0.1
 port = {node.port}
 skip-name-resolve
