@@ -215,9 +215,15 @@ class GaleraNode:
         own_directory(self.directory, uid, gid)
         own_directory(self.datadir, uid, gid)
         peers = ",".join("127.0.0.1:%d" % node.gcomm_port for node in self.cluster.nodes)
+        provider_options = ";".join([  # every port its own: by default all three would want 4567 and 4568
+            "gmcast.listen_addr=tcp://127.0.0.1:%d" % self.gcomm_port,
+            "ist.recv_addr=127.0.0.1:%d" % self.ist_port,
+            "gcache.size=64M",
+        ])
         with open(self.cnf, "w") as cnf:
             cnf.write(GALERA_CNF.format(node=self, peers=peers, user=self.cluster.user,
-                                        provider=GALERA_PROVIDER, cluster=self.cluster.name))
+                                        provider=GALERA_PROVIDER, provider_options=provider_options,
+                                        cluster=self.cluster.name))
 
     def start(self, bootstrap=False):
         """Start mariadbd; return at once (see wait_synced)."""
@@ -255,7 +261,8 @@ class GaleraNode:
     def wait_synced(self, timeout=90):
         def synced():
             if self.process.poll() is not None:
-                raise ServiceError("%s exited with %s%s" % (self.name, self.process.returncode, tail(self.log)))
+                raise ServiceError("%s exited with %s%s" % (self.name, self.process.returncode,
+                                                               tail(self.log)))
             return self.is_synced()
 
         poll("%s to join the cluster" % self.name, synced, timeout, self.log)
@@ -324,7 +331,7 @@ class GaleraCluster:
                    "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode:
-            raise ServiceError("%s failed:\n%s%s" % (INSTALL_DB, result.stdout[-2000:], result.stderr[-2000:]))
+            raise ServiceError("%s failed:\n%s" % (INSTALL_DB, (result.stdout + result.stderr)[-3000:]))
 
     def _prepare(self, node):
         """Root over TCP from 127.0.0.1 (install-db made root@localhost only) and the test database."""
@@ -376,7 +383,7 @@ wsrep_cluster_name = {cluster}
 wsrep_cluster_address = gcomm://{peers}
 wsrep_node_name = {node.name}
 wsrep_node_address = 127.0.0.1:{node.gcomm_port}
-wsrep_provider_options = "gmcast.listen_addr=tcp://127.0.0.1:{node.gcomm_port};ist.recv_addr=127.0.0.1:{node.ist_port};gcache.size=64M"
+wsrep_provider_options = "{provider_options}"
 wsrep_sst_method = rsync
 wsrep_sst_receive_address = 127.0.0.1:{node.sst_port}
 # Causal reads: a SELECT first waits for the writes committed elsewhere in the cluster (see the docstring)

@@ -51,7 +51,7 @@ def with_query(url, query):
 def needs_psycopg3(query):
     if query and PSYCOPG3 in query:
         try:
-            import psycopg  # noqa: F401
+            import psycopg  # noqa: F401 (only: is it there?)
         except ImportError:
             unavailable("psycopg 3 is not installed (pip install 'psycopg[binary]')")
 
@@ -110,8 +110,10 @@ def test_psycopg3_takes_prepare_threshold_none_from_the_url_and_works_through_th
         drop_table(db, table_name)
 
 
-def test_psycopg3_with_its_default_prepare_threshold_breaks_through_the_bouncer(bouncer, busy_pool, table_name):
-    """Why the URL needs prepare_threshold=none: PgBouncer 1.18 keeps no prepared statement across transactions."""
+def test_psycopg3_with_its_default_prepare_threshold_breaks_through_the_bouncer(
+        bouncer, busy_pool, table_name):
+    """Why the URL needs prepare_threshold=none: PgBouncer 1.18 keeps no prepared statements between
+    transactions, and a client's next transaction may run on another server connection."""
     needs_psycopg3(PSYCOPG3)
     db = connect(with_query(bouncer.url, PSYCOPG3))
     store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
