@@ -193,6 +193,8 @@ pidfile = {directory}/pgbouncer.pid
 
 
 class GaleraNode:
+    """One mariadbd of the cluster: its directory, its four ports, and the process while it runs."""
+
     def __init__(self, cluster, index, ports):
         self.cluster = cluster
         self.index = index
