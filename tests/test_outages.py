@@ -20,6 +20,7 @@ import webtest
 
 from conftest import IN_CI, build_app, drop_table, open_database, open_pooled_database
 from peewee_sessions import PeeweeSessionStore, SessionStoreUnavailable
+from services import is_running  # a zombie (its parent has yet to reap it) counts as gone
 
 CLIENTS = 4
 START_TIMEOUT = 90
@@ -29,13 +30,39 @@ def run(*command):
     subprocess.run(command, check=True, capture_output=True, timeout=START_TIMEOUT)
 
 
+def mariadb_pid_file():
+    """The local MariaDB server's pid file, from the configuration it starts with.
+
+    Other mariadbd processes may run the same executable (test_galera.py's cluster does), so the
+    server is told apart by its pid file, never by the executable alone.
+    """
+    defaults = subprocess.run(["my_print_defaults", "--mysqld"], capture_output=True, text=True).stdout
+    found = [line.split("=", 1)[1] for line in defaults.splitlines() if line.startswith("--pid-file=")]
+    return found[-1] if found else "/run/mysqld/mysqld.pid"  # the last setting wins, as in mariadbd
+
+
+def mariadb_pid():
+    try:
+        with open(mariadb_pid_file()) as pid_file:
+            return int(pid_file.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def stop_mariadb():
+    pid = mariadb_pid()
     run("mysqladmin", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "shutdown")
     # mysqladmin may return while mariadbd is still exiting, and start --oknodo would then do nothing.
     deadline = time.monotonic() + START_TIMEOUT
-    while subprocess.run(["start-stop-daemon", "--status", "--exec", "/usr/sbin/mariadbd"]).returncode == 0:
+    while pid is not None and is_running(pid):
         assert time.monotonic() < deadline, "mariadbd did not exit"
         time.sleep(0.2)
+
+
+def start_mariadb():
+    # --pidfile: --oknodo looks only at the process that file names, not at every mariadbd.
+    run("start-stop-daemon", "--start", "--oknodo", "--background", "--pidfile", mariadb_pid_file(),
+        "--exec", "/usr/sbin/mariadbd")
 
 
 def postgres_version():
@@ -51,9 +78,8 @@ SERVERS = {
     },
     "mysql": {
         "stop": stop_mariadb,
-        "start": lambda: run("start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                             "/usr/sbin/mariadbd"),
-        "tools": ["mysqladmin", "start-stop-daemon", "/usr/sbin/mariadbd"],
+        "start": start_mariadb,
+        "tools": ["mysqladmin", "my_print_defaults", "start-stop-daemon", "/usr/sbin/mariadbd"],
     },
 }
 

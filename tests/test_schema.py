@@ -129,16 +129,19 @@ def new_york_process(monkeypatch):
     time.tzset()
 
 
-def zoned_database(backend, tmp_path):
+def zoned_database(backend, tmp_path, monkeypatch):
     if backend == "postgresql":  # and a DateStyle psycopg 3 can't parse timestamps in
-        return open_database(backend, tmp_path, options="-c timezone=Asia/Tokyo -c datestyle=SQL,DMY")
+        # libpq sends these as startup parameters, which PgBouncer passes on (it refuses `options`).
+        monkeypatch.setenv("PGTZ", "Asia/Tokyo")
+        monkeypatch.setenv("PGDATESTYLE", "SQL,DMY")
+        return open_database(backend, tmp_path)
     if backend == "mysql":
         return open_database(backend, tmp_path, init_command="SET time_zone = '+09:00'")
     return open_database(backend, tmp_path)
 
 
-def test_expiry_is_utc_whatever_the_time_zones(backend, tmp_path, table_name, new_york_process):
-    db = zoned_database(backend, tmp_path)
+def test_expiry_is_utc_whatever_the_time_zones(backend, tmp_path, table_name, new_york_process, monkeypatch):
+    db = zoned_database(backend, tmp_path, monkeypatch)
     store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0, sweep_batch_size=1)
     try:
         now = datetime.datetime.now(UTC)
@@ -157,6 +160,7 @@ def test_expiry_is_utc_whatever_the_time_zones(backend, tmp_path, table_name, ne
         assert abs(stats["soonest_expiry"] - soon) < datetime.timedelta(seconds=1) and stats["latest_expiry"] == stats["soonest_expiry"]
         with db.connection_context():
             if backend == "postgresql":
+                assert db.execute_sql("SHOW TimeZone").fetchone()[0] == "Asia/Tokyo"  # PGTZ took
                 raw = db.execute_sql("SELECT to_char(expired AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
                                      "FROM %s WHERE sid = 'soon'" % table_name).fetchone()[0]
                 assert raw == (now + datetime.timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M")
