@@ -1739,6 +1739,9 @@ class Session(dict):
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_lifetime = False  # this request saved another lifetime than it loaded
+        # The store's failure in this request, kept for the WSGI middleware: the app's framework may turn
+        # it into its own 500 page before the middleware sees it (Falcon and Django catch every exception).
+        self._store_error: Optional[SessionStoreError] = None
 
     # Loading, on first use.
 
@@ -1906,9 +1909,11 @@ class Session(dict):
                     redirect = exc
                 if self._saved.token is not None:  # one new, destroyed or regenerated in the block is stored later
                     self._write(self._encoded())
-        except BaseException:
+        except BaseException as exc:
             if before is not None:
                 self._restore(*before)
+            if isinstance(exc, SessionStoreError):
+                self._store_error = exc
             raise
         finally:
             self._locked = outer
@@ -2001,6 +2006,24 @@ for _name in ("__getitem__", "__contains__", "__iter__", "__len__", "__eq__", "_
     setattr(Session, _name, _loading(_name, changes=False))
 for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "setdefault", "update", "clear"):
     setattr(Session, _name, _loading(_name, changes=True))
+del _name
+
+
+def _noting_store_errors(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def noting(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except SessionStoreError as exc:
+            self._store_error = exc
+            raise
+
+    return noting
+
+
+# What reaches the store on the request's behalf notes its failures in session._store_error.
+for _name in ("_load", "save", "touch", "regenerate", "destroy", "reload"):
+    setattr(Session, _name, _noting_store_errors(getattr(Session, _name)))
 del _name
 
 
@@ -2265,7 +2288,8 @@ class SessionMiddleware:
     start_response, a redirect or an error page included; an exception out of the app, or
     a start_response with exc_info, saves nothing. A change after start_response raises
     RuntimeError. The options are SessionPlugin's; with error_status, a SessionStoreError
-    that reaches the middleware before the response starts is answered with that status.
+    that reaches the middleware before the response starts is answered with that status, as is
+    one the app's framework made its own 5xx page of.
     """
 
     def __init__(
@@ -2288,10 +2312,16 @@ class SessionMiddleware:
         engine = self.engine
         session = engine.open_environ(environ)
         environ[self.environ_key] = session
-        started = []
+        started, replaced = [], []
 
         def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
-            if exc_info is None and not started:
+            failure = session._store_error
+            if failure is not None and self.error_status is not None and status[:1] == "5" and not started:
+                # The store failed in the app and its framework answered with its own error page (Falcon
+                # and Django catch every exception): answer error_status instead, saving nothing.
+                status, headers = _unavailable(self.error_status, failure)
+                replaced.append(status)
+            elif exc_info is None and not started:
                 headers = list(headers)
                 for name, value in engine.finish(session, functools.partial(_wsgi_header, headers)):
                     if name != "Set-Cookie":
@@ -2307,18 +2337,28 @@ class SessionMiddleware:
             engine.release(session)
             if self.error_status is None or started:
                 raise
-            logger.warning("answering %d: %s", self.error_status, exc)
-            phrase = http.HTTPStatus(self.error_status).phrase
-            start_response("%d %s" % (self.error_status, phrase),
-                           [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")])
-            return [b"The session store is unavailable; please retry.\n"]
+            start_response(*_unavailable(self.error_status, exc))
+            return [_UNAVAILABLE]
         except BaseException:
             engine.release(session)
             raise
+        if replaced:  # the app's error page goes, for ours
+            _ReleasingIterable(result, engine, session).close()
+            return [_UNAVAILABLE]
         return _ReleasingIterable(result, engine, session)
 
     def close(self) -> None:
         self.engine.close()
+
+
+_UNAVAILABLE = b"The session store is unavailable; please retry.\n"
+
+
+def _unavailable(status: int, exc: SessionStoreError) -> Tuple[str, List[Tuple[str, str]]]:
+    """The status line and headers of the middleware's error_status response."""
+    logger.warning("answering %d: %s", status, exc)
+    phrase = http.HTTPStatus(status).phrase
+    return "%d %s" % (status, phrase), [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")]
 
 
 def _wsgi_header(headers: List[Tuple[str, str]], name: str) -> Optional[str]:
@@ -2408,7 +2448,7 @@ class FlaskSessionInterface:
     the SESSION_COOKIE_* settings, and is a browser-session cookie until
     `session.permanent = True`, which makes it live PERMANENT_SESSION_LIFETIME (renewed on
     each request with SESSION_REFRESH_EACH_REQUEST). Options given here (SessionPlugin's)
-    override the app's config; error_status answers a save that fails with that status.
+    override the app's config; error_status answers a load or save that fails with that status.
     """
 
     def __init__(self, db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None, *,
@@ -2473,7 +2513,10 @@ class FlaskSessionInterface:
         if engine is None:
             return
         try:
-            if sys.exc_info()[1] is not None:
+            failure = sys.exc_info()[1]
+            if isinstance(failure, SessionStoreError) and self.error_status is not None:
+                raise failure  # the store failed in the view and Flask made its 500 page of it: as below
+            if failure is not None:
                 return  # Flask is answering an uncaught exception with its error page: save nothing
             headers = engine.finish(session, response.headers.get)
         except SessionStoreError as exc:

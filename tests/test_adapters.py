@@ -14,6 +14,7 @@ end to learn whether it is permanent (one SELECT, even on a route that never use
 
 import datetime
 import email.utils
+import socket
 import sys
 import threading
 import urllib.parse
@@ -21,13 +22,15 @@ import urllib.parse
 import bottle
 import falcon
 import flask
+import peewee
 import pytest
 import webtest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SECRET, Counter
-from peewee_sessions import FlaskSessionInterface, SessionMiddleware, SessionPlugin, sign_session_id
+from peewee_sessions import (FlaskSessionInterface, PeeweeSessionStore, SessionMiddleware, SessionPlugin,
+                             sign_session_id)
 
 ADAPTERS = ["bottle", "wsgi", "flask"]
 COOKIE = "connect.sid"
@@ -786,3 +789,43 @@ def test_falcon_counter_and_log_out(store):
     response = client.get("/logout")
     assert cookie_value(session_cookie(response)) == "" and store.get(sid) is None
     assert client.get("/count").text == "1"
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def down_store(table_name):
+    """A store whose PostgreSQL server is down (nothing listens on its port)."""
+    db = peewee.PostgresqlDatabase("test", host="127.0.0.1", port=closed_port(), user="postgres",
+                                   connect_timeout=2)
+    store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    yield store
+    store.close()
+
+
+A_COOKIE = {"Cookie": "%s=%s" % (COOKIE, urllib.parse.quote(sign_session_id("a" * 32, SECRET), safe=""))}
+
+
+@pytest.mark.parametrize("with_cookie", [True, False], ids=["loading", "saving"])
+def test_falcon_store_down_answers_error_status(down_store, with_cookie):
+    """Falcon makes its own 500 page of any exception: the middleware still answers error_status."""
+    client = falcon_client(down_store, error_status=503)
+    response = client.get("/count", headers=A_COOKIE if with_cookie else {}, status="*", expect_errors=True)
+    assert response.status_int == 503 and response.headers["Retry-After"] == "5"
+    assert "Set-Cookie" not in response.headers
+
+
+@pytest.mark.parametrize("with_cookie", [True, False], ids=["loading", "saving"])
+def test_store_down_answers_error_status(adapter, down_store, with_cookie):
+    client = build_client(adapter, down_store, config=NO_REFRESH, error_status=503)
+    response = client.get("/count", headers=A_COOKIE if with_cookie else {}, status="*", expect_errors=True)
+    assert response.status_int == 503 and response.headers["Retry-After"] == "5"
+    assert "Set-Cookie" not in response.headers
+    # A route that doesn't use the session still works (in Flask, with SESSION_REFRESH_EACH_REQUEST, a
+    # request with a cookie loads its session at the end: it too is answered with error_status).
+    response = client.get("/plain", headers=A_COOKIE)
+    assert response.text == "no session here"
