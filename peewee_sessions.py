@@ -1739,6 +1739,7 @@ class Session(dict):
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_lifetime = False  # this request saved another lifetime than it loaded
+        self._lifetime_stale = False  # a save merged into what another request wrote: maybe another lifetime
         # The store's failure in this request, kept for the WSGI middleware: the app's framework may turn
         # it into its own 500 page before the middleware sees it (Falcon and Django catch every exception).
         self._store_error: Optional[SessionStoreError] = None
@@ -1761,6 +1762,7 @@ class Session(dict):
     def _adopt(self, sid: Optional[str], found: Optional[StoredSession]) -> None:
         """Take a stored session as this one, or start a new one (new id, empty, the default lifetime)."""
         dict.clear(self)  # the placeholder too
+        self._lifetime_stale = False
         if found is None or sid is None:
             self._id = self._engine.new_id()
             self._cookie = self._engine.new_cookie(self._https, self._engine.max_age)  # its lifetime starts now
@@ -1834,6 +1836,11 @@ class Session(dict):
             return False
         self._saved = _Saved(encoded, self._cookie.max_age, expires, token)
         self._wrote_lifetime = self._wrote_lifetime or lifetime_changed
+        if token == "" and not lifetime_changed:
+            # Merged into a row another request wrote since this one loaded it: the row keeps the lifetime
+            # that one may have set ("remember me"), and this request's cookie, with the lifetime it
+            # loaded, must not replace that request's in the browser (see _finish).
+            self._lifetime_stale = True
         return True
 
     def touch(self) -> None:
@@ -1954,6 +1961,8 @@ class Session(dict):
         elif modified or (self._options.save_uninitialized and not self._destroyed):
             self._write(encoded)  # an empty new session is not stored (saveUninitialized)
         if self._saved.token is not None:
+            if browser_has_id and self._lifetime_stale:
+                return ""  # the browser keeps the cookie it has, from the request that wrote the row last
             if not browser_has_id or self._rolling() or self._signed_with_old_secret or lifetime_changed or (
                     modified and self._cookie.expires is not None):
                 return self._engine.cookie_header(self._cookie, self._id, self._https)
