@@ -715,6 +715,20 @@ def test_wsgi_start_response_with_exc_info_saves_nothing(store):
     assert "Set-Cookie" not in response.headers and store.length() == 0
 
 
+def test_wsgi_app_that_starts_its_response_while_iterated(store):
+    """A generator app calls start_response only when the server iterates it: the session is saved then."""
+
+    def app(environ, start_response):
+        session = environ[ENVIRON_KEY]
+        session["n"] = session.get("n", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield str(session["n"]).encode()
+
+    client = webtest.TestApp(SessionMiddleware(app, store, secret=SECRET))
+    assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
+    assert store.get(sid_of_value(client.cookies[COOKIE]))["n"] == 3
+
+
 def test_flask_cookie_settings_from_config_and_options_over_config(make_client):
     config = {"SESSION_COOKIE_NAME": "flask_sid", "SESSION_COOKIE_PATH": "/app",
               "SESSION_COOKIE_DOMAIN": "example.com", "SESSION_COOKIE_SECURE": True,
