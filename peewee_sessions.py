@@ -2042,6 +2042,10 @@ class Session(dict):
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_lifetime = False  # this request saved another lifetime than it loaded
+        self._lifetime_stale = False  # a save merged into what another request wrote: maybe another lifetime
+        # The store's failure in this request, kept for the WSGI middleware: the app's framework may turn
+        # it into its own 500 page before the middleware sees it (Falcon and Django catch every exception).
+        self._store_error: Optional[SessionStoreError] = None
 
     # Loading, on first use.
 
@@ -2061,6 +2065,7 @@ class Session(dict):
     def _adopt(self, sid: Optional[str], found: Optional[StoredSession]) -> None:
         """Take a stored session as this one, or start a new one (new id, empty, the default lifetime)."""
         dict.clear(self)  # the placeholder too
+        self._lifetime_stale = False
         if found is None or sid is None:
             self._id = self._engine.new_id()
             self._cookie = self._engine.new_cookie(self._https, self._engine.max_age)  # its lifetime starts now
@@ -2134,6 +2139,11 @@ class Session(dict):
             return False
         self._saved = _Saved(encoded, self._cookie.max_age, expires, token)
         self._wrote_lifetime = self._wrote_lifetime or lifetime_changed
+        if token == "" and not lifetime_changed:
+            # Merged into a row another request wrote since this one loaded it: the row keeps the lifetime
+            # that one may have set ("remember me"), and this request's cookie, with the lifetime it
+            # loaded, must not replace that request's in the browser (see _finish).
+            self._lifetime_stale = True
         return True
 
     def touch(self) -> None:
@@ -2209,9 +2219,11 @@ class Session(dict):
                     redirect = exc
                 if self._saved.token is not None:  # one new, destroyed or regenerated in the block is stored later
                     self._write(self._encoded())
-        except BaseException:
+        except BaseException as exc:
             if before is not None:
                 self._restore(*before)
+            if isinstance(exc, SessionStoreError):
+                self._store_error = exc
             raise
         finally:
             self._locked = outer
@@ -2268,6 +2280,8 @@ class Session(dict):
         elif modified or (self._options.save_uninitialized and not self._destroyed):
             self._write(encoded)  # an empty new session is not stored (saveUninitialized)
         if self._saved.token is not None:
+            if browser_has_id and self._lifetime_stale:
+                return ""  # the browser keeps the cookie it has, from the request that wrote the row last
             if not browser_has_id or self._rolling() or self._signed_with_old_secret or lifetime_changed or (
                     modified and self._cookie.expires is not None):
                 return self._engine.cookie_header(self._cookie, self._id, self._https)
@@ -2320,6 +2334,24 @@ for _name in ("__getitem__", "__contains__", "__iter__", "__len__", "__eq__", "_
     setattr(Session, _name, _loading(_name, changes=False))
 for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "setdefault", "update", "clear"):
     setattr(Session, _name, _loading(_name, changes=True))
+del _name
+
+
+def _noting_store_errors(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def noting(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except SessionStoreError as exc:
+            self._store_error = exc
+            raise
+
+    return noting
+
+
+# What reaches the store on the request's behalf notes its failures in session._store_error.
+for _name in ("_load", "save", "touch", "regenerate", "destroy", "reload"):
+    setattr(Session, _name, _noting_store_errors(getattr(Session, _name)))
 del _name
 
 
@@ -2584,7 +2616,8 @@ class SessionMiddleware:
     start_response, a redirect or an error page included; an exception out of the app, or
     a start_response with exc_info, saves nothing. A change after start_response raises
     RuntimeError. The options are SessionPlugin's; with error_status, a SessionStoreError
-    that reaches the middleware before the response starts is answered with that status.
+    that reaches the middleware before the response starts is answered with that status, as is
+    one the app's framework made its own 5xx page of.
     """
 
     def __init__(
@@ -2607,10 +2640,16 @@ class SessionMiddleware:
         engine = self.engine
         session = engine.open_environ(environ)
         environ[self.environ_key] = session
-        started = []
+        started, replaced = [], []
 
         def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
-            if exc_info is None and not started:
+            failure = session._store_error
+            if failure is not None and self.error_status is not None and status[:1] == "5" and not started:
+                # The store failed in the app and its framework answered with its own error page (Falcon
+                # and Django catch every exception): answer error_status instead, saving nothing.
+                status, headers = _unavailable(self.error_status, failure)
+                replaced.append(status)
+            elif exc_info is None and not started:
                 headers = list(headers)
                 for name, value in engine.finish(session, functools.partial(_wsgi_header, headers)):
                     if name != "Set-Cookie":
@@ -2626,18 +2665,28 @@ class SessionMiddleware:
             engine.release(session)
             if self.error_status is None or started:
                 raise
-            logger.warning("answering %d: %s", self.error_status, exc)
-            phrase = http.HTTPStatus(self.error_status).phrase
-            start_response("%d %s" % (self.error_status, phrase),
-                           [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")])
-            return [b"The session store is unavailable; please retry.\n"]
+            start_response(*_unavailable(self.error_status, exc))
+            return [_UNAVAILABLE]
         except BaseException:
             engine.release(session)
             raise
+        if replaced:  # the app's error page goes, for ours
+            _ReleasingIterable(result, engine, session).close()
+            return [_UNAVAILABLE]
         return _ReleasingIterable(result, engine, session)
 
     def close(self) -> None:
         self.engine.close()
+
+
+_UNAVAILABLE = b"The session store is unavailable; please retry.\n"
+
+
+def _unavailable(status: int, exc: SessionStoreError) -> Tuple[str, List[Tuple[str, str]]]:
+    """The status line and headers of the middleware's error_status response."""
+    logger.warning("answering %d: %s", status, exc)
+    phrase = http.HTTPStatus(status).phrase
+    return "%d %s" % (status, phrase), [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")]
 
 
 def _wsgi_header(headers: List[Tuple[str, str]], name: str) -> Optional[str]:
@@ -2727,7 +2776,7 @@ class FlaskSessionInterface:
     the SESSION_COOKIE_* settings, and is a browser-session cookie until
     `session.permanent = True`, which makes it live PERMANENT_SESSION_LIFETIME (renewed on
     each request with SESSION_REFRESH_EACH_REQUEST). Options given here (SessionPlugin's)
-    override the app's config; error_status answers a save that fails with that status.
+    override the app's config; error_status answers a load or save that fails with that status.
     """
 
     def __init__(self, db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None, *,
@@ -2792,7 +2841,10 @@ class FlaskSessionInterface:
         if engine is None:
             return
         try:
-            if sys.exc_info()[1] is not None:
+            failure = sys.exc_info()[1]
+            if isinstance(failure, SessionStoreError) and self.error_status is not None:
+                raise failure  # the store failed in the view and Flask made its 500 page of it: as below
+            if failure is not None:
                 return  # Flask is answering an uncaught exception with its error page: save nothing
             headers = engine.finish(session, response.headers.get)
         except SessionStoreError as exc:

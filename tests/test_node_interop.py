@@ -1,7 +1,7 @@
-"""A Node app and a Bottle app share sessions: one table, one cookie, on every backend.
+"""A Node app and a Bottle app (and a Flask app) share sessions: one table, one cookie, on every backend.
 
 The Node side is tests/node_app (Express, express-session, connect-session-knex 5), run as a
-subprocess on a free loopback port; the Bottle side is driven through WebTest. A Browser moves
+subprocess on a free loopback port; the Python side is driven through WebTest. A Browser moves
 the connect.sid cookie between the two by hand, as a browser does for two apps on one site.
 Needs node and npm (`npm ci` runs once in tests/node_app when its packages are missing); without
 them the tests skip, except under CI=true, where they fail.
@@ -19,12 +19,13 @@ import urllib.parse
 from pathlib import Path
 
 import bottle
+import flask
 import peewee
 import pytest
 import webtest
 
 from conftest import IN_CI, SECRET, build_app, database_url, drop_table
-from peewee_sessions import sign_session_id
+from peewee_sessions import FlaskSessionInterface, sign_session_id
 
 NODE_APP = Path(__file__).parent / "node_app"
 NODE_PACKAGES = ["express", "express-session", "connect-session-knex", "knex", "pg", "mysql2"]
@@ -162,6 +163,37 @@ def bottle_app(store):
     return webtest.TestApp(app)
 
 
+def flask_app(store):
+    """bottle_app's routes in Flask (FlaskSessionInterface): the same table, cookie, secret and lifetime."""
+    app = flask.Flask(__name__)
+    app.secret_key = SECRET
+    app.config["SESSION_COOKIE_NAME"] = "connect.sid"
+    app.session_interface = FlaskSessionInterface(store, max_age=MAX_AGE, samesite="Lax")
+    session = flask.session
+
+    @app.get("/count")
+    def count():
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/whoami")
+    def whoami():
+        return flask.Response(json.dumps(dict(session)), content_type="application/json")
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        session.regenerate()
+        session["user"] = flask.request.args["name"]
+        return json.dumps(dict(session))
+
+    @app.route("/logout", methods=["GET", "POST"])
+    def logout():
+        session.destroy()
+        return "bye"
+
+    return webtest.TestApp(app)
+
+
 class Browser:
     """One browser whose connect.sid cookie (as sent on the wire) goes to both apps, as on one site."""
 
@@ -169,12 +201,15 @@ class Browser:
         self.web, self.node_app = web, node
         self.cookie = urllib.parse.quote(sign_session_id(sid, SECRET), safe="") if sid else None
 
-    def bottle(self, path, method="GET"):
+    def python(self, path, method="GET"):
+        """A request to the Python app (`web`: the Bottle one or the Flask one)."""
         self.web.reset()  # WebTest's own cookie jar stays out of it
         headers = {"Cookie": "connect.sid=" + self.cookie} if self.cookie else {}
         response = self.web.request(path, method=method, headers=headers)
         self._take(response.headers.getall("Set-Cookie"))
         return response.text
+
+    bottle = flask = python
 
     def node(self, path, method="GET"):
         body, set_cookies = self.node_app.request(method, path, self.cookie)
@@ -351,3 +386,30 @@ def test_a_log_out_on_one_side_is_a_log_out_on_the_other(start_node, make_store)
     assert browser.sid == sid  # express-session leaves the cookie in place...
     assert browser.whoami("bottle") == [] and store.get(sid) is None  # ...but the session is gone
     assert browser.bottle("/count") == "1" and browser.sid != sid
+
+
+def test_a_log_in_on_flask_is_a_log_in_on_express_and_back(start_node, make_store):
+    node = start_node()
+    store = make_store(create_table=False)
+    web = flask_app(store)
+    name = urllib.parse.quote("Zoë")
+
+    # Logged in on Flask, seen by Express; logged out on Express, so out on Flask too.
+    browser = Browser(web, node)
+    browser.flask("/login?name=" + name, "POST")
+    sid = browser.sid
+    assert browser.whoami("node") == [("user", "Zoë")]
+    assert browser.sid == sid and store.get(sid)["user"] == "Zoë"
+    assert browser.node("/logout", "POST") == "bye"
+    assert browser.whoami("flask") == [] and store.get(sid) is None
+    assert browser.flask("/count") == "1" and browser.sid != sid  # a new session, not the old one back
+
+    # Logged in on Express, seen by Flask; logged out on Flask, so out on Express too.
+    browser = Browser(web, node)
+    browser.node("/login?name=" + name, "POST")
+    assert browser.whoami("flask") == [("user", "Zoë")]
+    stale_cookie, sid = browser.cookie, browser.sid
+    assert browser.flask("/logout", "POST") == "bye"
+    assert browser.cookie is None  # Flask clears the cookie
+    browser.cookie = stale_cookie  # and a copy of it is worth nothing on Node
+    assert browser.whoami("node") == [] and store.get(sid) is None
