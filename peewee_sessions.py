@@ -106,7 +106,7 @@ def _translated(exc: BaseException) -> BaseException:
 
 
 def _first_line(exc: Union[BaseException, str]) -> str:
-    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session and all)."""
+    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session too)."""
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else "" if isinstance(exc, str) else type(exc).__name__
 
@@ -474,7 +474,7 @@ def _refused_settings(exc: Exception) -> SessionStoreError:
 
 
 def _check_sqlite_folder(db: Any) -> None:
-    """Refuse a SQLite file whose folder doesn't exist: SQLite can't create it, and every request would fail."""
+    """Refuse a SQLite file whose folder doesn't exist: SQLite can't create it; every request would fail."""
     if isinstance(db, peewee.DatabaseProxy) and db.obj is None:
         return  # checked, like the table, when it is first used
     db = _database_of(db)

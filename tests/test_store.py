@@ -343,7 +343,7 @@ def test_mysql_sweep_reads_keys_right_whatever_the_character_sets(db, make_store
     finally:
         sweeping_db.close()
         if latin1 == "table":
-            drop_table(db, table_name)  # made by hand: make_store drops only the tables of the stores it made
+            drop_table(db, table_name)  # made by hand: make_store drops only its own stores' tables
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
@@ -820,13 +820,15 @@ def test_a_table_dropped_under_the_store_is_a_store_error_not_an_outage(db, stor
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("pooled", [False, True])
-def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name, pooled):
+def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name,
+                                                                             pooled):
     """Not a store that starts and then answers every request as unavailable."""
     from playhouse.pool import PooledSqliteDatabase
 
     path = tmp_path / "no_such_folder" / "x.db"
     db = PooledSqliteDatabase(str(path)) if pooled else peewee.SqliteDatabase(str(path))
-    with pytest.raises(SessionStoreError, match="the folder %s does not exist" % re.escape(str(path.parent))):
+    expected = "the folder %s does not exist" % re.escape(str(path.parent))
+    with pytest.raises(SessionStoreError, match=expected):
         PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
     assert not path.parent.exists()
     for fine in (":memory:", "", str(tmp_path / "x.db")):
