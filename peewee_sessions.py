@@ -923,7 +923,7 @@ class PeeweeSessionStore:
         """Every live session, by id (damaged rows are logged and left out)."""
         sql = self._statements
         rows = self._execute(sql.all, _live_window(sql.db_time), "fetchall")
-        sessions = ((sid, _checked_expiry(sid, expiry) and _session_from_json(sid, raw))
+        sessions = ((sid, _session_from_json(sid, raw) if _checked_expiry(sid, expiry) else None)
                     for sid, raw, expiry in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
@@ -2229,9 +2229,10 @@ def _one_line(message: Any, url: Optional[str] = None) -> str:
     text = _first_line(message)
     if url:
         with contextlib.suppress(ValueError):
-            password = urllib.parse.urlsplit(url).password
-            for secret in {password, password and urllib.parse.unquote(password)} - {None, ""}:
-                text = text.replace(secret, "***")
+            password = urllib.parse.urlsplit(url).password or ""
+            for secret in (password, urllib.parse.unquote(password)):  # as written, and as decoded
+                if secret:
+                    text = text.replace(secret, "***")
     return text
 
 
