@@ -904,3 +904,22 @@ def test_a_sqlite_path_that_is_a_folder_is_refused_when_the_store_is_made(backen
 def test_create_table_sql_takes_the_url_schemes_names_too():
     assert peewee_sessions.create_table_sql("postgres") == peewee_sessions.create_table_sql("postgresql")
     assert peewee_sessions.create_table_sql("mariadb") == peewee_sessions.create_table_sql("mysql")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_connection_the_server_kills_is_an_outage(backend, db, store, tmp_path):
+    """Kills only this test's own connection (pg_terminate_backend, KILL): the servers serve others."""
+    from conftest import open_database
+
+    store.set("sid", live())
+    own_id = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}[backend]
+    kill = {"postgresql": "SELECT pg_terminate_backend(%s)", "mysql": "KILL %s"}[backend]
+    killer = open_database(backend, tmp_path)
+    with store.connection():
+        victim = store.db.execute_sql(own_id).fetchone()[0]
+        with killer.connection_context():
+            killer.execute_sql(kill % int(victim))
+        with pytest.raises(peewee_sessions.SessionStoreUnavailable):
+            store.get("sid")
+    store.db.close()  # peewee keeps the dead connection until it is closed
+    assert store.get("sid") is not None  # the next connection works
