@@ -132,7 +132,7 @@ def _driver_error(exc: BaseException) -> Any:
 
 
 def _first_line(exc: Union[BaseException, str]) -> str:
-    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session and all)."""
+    """A driver's message without the lines PostgreSQL adds (LINE 1 quotes the statement, session too)."""
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else "" if isinstance(exc, str) else type(exc).__name__
 
@@ -1258,7 +1258,7 @@ class PeeweeSessionStore:
         """Every live session, by id (damaged rows are logged and left out)."""
         dialect = self.dialect
         rows = self._execute(dialect.all, _live_window(dialect.db_time), "fetchall")
-        sessions = ((sid, _checked_expiry(sid, expiry) and _session_from_json(sid, raw))
+        sessions = ((sid, _session_from_json(sid, raw) if _checked_expiry(sid, expiry) else None)
                     for sid, raw, expiry in rows)
         return {sid: sess for sid, sess in sessions if sess is not None}
 
@@ -2938,9 +2938,10 @@ def _one_line(message: Any, url: Optional[str] = None) -> str:
     text = _first_line(message)
     if url:
         with contextlib.suppress(ValueError):
-            password = urllib.parse.urlsplit(url).password
-            for secret in {password, password and urllib.parse.unquote(password)} - {None, ""}:
-                text = text.replace(secret, "***")
+            password = urllib.parse.urlsplit(url).password or ""
+            for secret in (password, urllib.parse.unquote(password)):  # as written, and as decoded
+                if secret:
+                    text = text.replace(secret, "***")
     return text
 
 

@@ -104,7 +104,8 @@ def table_name():
 
 
 LIST_TABLES = {
-    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE %s",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                  " AND tablename LIKE %s",
     "mysql": "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
              " AND table_name LIKE %s",
 }
@@ -125,7 +126,8 @@ def no_tables_left_behind():
     yield
     if not GENERATED_TABLES:
         return
-    left = {backend: leftover_tables(backend) for backend in SERVER_URLS if unreachable_reason(backend) is None}
+    left = {backend: leftover_tables(backend)
+            for backend in SERVER_URLS if unreachable_reason(backend) is None}
     left = {backend: names for backend, names in left.items() if names}
     assert not left, "tests left these tables behind: %s" % left
 

@@ -343,7 +343,7 @@ def test_mysql_sweep_reads_keys_right_whatever_the_character_sets(db, make_store
     finally:
         sweeping_db.close()
         if latin1 == "table":
-            drop_table(db, table_name)  # made by hand: make_store drops only the tables of the stores it made
+            drop_table(db, table_name)  # made by hand: make_store drops only its own stores' tables
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
@@ -820,13 +820,15 @@ def test_a_table_dropped_under_the_store_is_a_store_error_not_an_outage(db, stor
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("pooled", [False, True])
-def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name, pooled):
+def test_a_sqlite_file_in_a_missing_folder_is_refused_when_the_store_is_made(backend, tmp_path, table_name,
+                                                                             pooled):
     """Not a store that starts and then answers every request as unavailable."""
     from playhouse.pool import PooledSqliteDatabase
 
     path = tmp_path / "no_such_folder" / "x.db"
     db = PooledSqliteDatabase(str(path)) if pooled else peewee.SqliteDatabase(str(path))
-    with pytest.raises(SessionStoreError, match="the folder %s does not exist" % re.escape(str(path.parent))):
+    expected = "the folder %s does not exist" % re.escape(str(path.parent))
+    with pytest.raises(SessionStoreError, match=expected):
         PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
     assert not path.parent.exists()
     for fine in (":memory:", "", str(tmp_path / "x.db")):
@@ -902,3 +904,22 @@ def test_a_sqlite_path_that_is_a_folder_is_refused_when_the_store_is_made(backen
 def test_create_table_sql_takes_the_url_schemes_names_too():
     assert peewee_sessions.create_table_sql("postgres") == peewee_sessions.create_table_sql("postgresql")
     assert peewee_sessions.create_table_sql("mariadb") == peewee_sessions.create_table_sql("mysql")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_connection_the_server_kills_is_an_outage(backend, db, store, tmp_path):
+    """Kills only this test's own connection (pg_terminate_backend, KILL): the servers serve others."""
+    from conftest import open_database
+
+    store.set("sid", live())
+    own_id = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}[backend]
+    kill = {"postgresql": "SELECT pg_terminate_backend(%s)", "mysql": "KILL %s"}[backend]
+    killer = open_database(backend, tmp_path)
+    with store.connection():
+        victim = store.db.execute_sql(own_id).fetchone()[0]
+        with killer.connection_context():
+            killer.execute_sql(kill % int(victim))
+        with pytest.raises(peewee_sessions.SessionStoreUnavailable):
+            store.get("sid")
+    store.db.close()  # peewee keeps the dead connection until it is closed
+    assert store.get("sid") is not None  # the next connection works
