@@ -1590,7 +1590,7 @@ class _Sweeper:
 
     def __init__(self, store: PeeweeSessionStore, interval: Optional[float], on_error: Optional[Callable]) -> None:
         if interval is not None and interval < 0:
-            raise ValueError("clear_interval must be a number of seconds (0 or None disables the sweeper)")
+            raise ValueError("sweep_interval must be a number of seconds (0 or None disables the sweeper)")
         self.store = store
         self.interval = interval or 0
         self.on_error = on_error or _log_sweep_error
