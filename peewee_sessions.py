@@ -2718,8 +2718,17 @@ def _argument_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch", type=int, default=1000, help="rows per DELETE (default: %(default)s)")
     stats = commands.add_parser("stats", help="live and expired counts, expiry range, table size")
     stats.add_argument("--json", action="store_true", help="print JSON")
-    destroy = commands.add_parser("destroy", help="delete the given sessions")
-    destroy.add_argument("sids", nargs="+", metavar="SID")
+    destroy = commands.add_parser("destroy", help="delete the given sessions, or a user's (--user)")
+    destroy.add_argument("sids", nargs="*", metavar="SID")
+    destroy.add_argument("--user", metavar="ID", help="delete every session of this user (needs --user-key)")
+    destroy.add_argument("--keep", metavar="SID", help="with --user: but this one")
+    sessions = commands.add_parser("sessions", help="list a user's live sessions (needs --user-key)")
+    sessions.add_argument("--user", metavar="ID", required=True, help="the user's id")
+    sessions.add_argument("--json", action="store_true", help="print each session's JSON, by id")
+    for command in (sql, commands.choices["create-table"], destroy, sessions):
+        command.add_argument("--user-key", metavar="KEY", default=os.environ.get("PEEWEE_SESSIONS_USER_KEY"),
+                             help="the session key holding the user's id, as the store's user_key: user_id, "
+                                  "passport.user (default: $PEEWEE_SESSIONS_USER_KEY)")
     clear = commands.add_parser("clear", help="delete every session (needs --yes)")
     clear.add_argument("--yes", action="store_true", help="yes, delete them all")
     return parser
@@ -2753,22 +2762,38 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         _check_identifier(args.sid_field, "--sid-field")
     except ValueError as exc:
         raise _CommandError(str(exc), EXIT_USAGE) from None
+    user_key = getattr(args, "user_key", None)
+    if user_key is not None:
+        try:
+            _user_path(user_key)
+        except ValueError as exc:
+            raise _CommandError("--user-key: %s" % exc, EXIT_USAGE) from None
+    if getattr(args, "user", None) is not None and user_key is None:
+        raise _CommandError("--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key that "
+                            "holds the user's id, such as user_id or passport.user", EXIT_USAGE)
+    if args.command == "destroy":
+        _check_destroy_args(args)
     if args.command == "sql" and args.dialect:
-        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
+        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field, user_key)) + ";", file=out)
         return
     db = _open_database(args.db, may_create=args.command == "create-table")
     try:
         if args.command == "sql":
-            print(";\n".join(create_table_sql(db, args.table, args.sid_field)) + ";", file=out)
+            print(";\n".join(create_table_sql(db, args.table, args.sid_field, user_key)) + ";", file=out)
             return
         if args.command == "clear" and not args.yes:
             raise _CommandError("clear deletes every session in %r: run it again with --yes" % args.table,
                                 EXIT_USAGE)
         existed = db.table_exists(args.table)
         store = PeeweeSessionStore(db, table_name=args.table, sid_field_name=args.sid_field,
-                                   create_table=args.command == "create-table", clear_interval=0)
+                                   create_table=args.command == "create-table", clear_interval=0,
+                                   user_key=user_key if args.command == "create-table" or getattr(
+                                       args, "user", None) is not None else None)
         _COMMANDS[args.command](store, args, out, err, existed)
-    except TableMissingError:
+    except TableMissingError as exc:
+        if existed:  # the table is there, without the index --user-key needs
+            raise _CommandError("%s (add it with `create-table --user-key %s`)" % (exc, user_key),
+                                EXIT_NO_TABLE) from None
         raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
                             EXIT_NO_TABLE) from None
     except SessionStoreUnavailable as exc:
@@ -2812,7 +2837,26 @@ def _stats(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bo
         print("%-15s %s" % (key.replace("_", " ") + ":", value), file=out)
 
 
+def _check_destroy_args(args: Any) -> None:
+    """`destroy SID...` or `destroy --user ID [--keep SID]`: usage errors before any connection."""
+    if args.user is None:
+        if not args.sids:
+            raise _CommandError("destroy needs session ids, or --user ID (with --user-key)", EXIT_USAGE)
+        if args.keep is not None:
+            raise _CommandError("--keep goes with --user", EXIT_USAGE)
+        return
+    if args.sids:
+        raise _CommandError("give session ids or --user, not both", EXIT_USAGE)
+    if args.keep is not None and not _is_valid_sid(args.keep):
+        raise _CommandError("--keep: not a session id: %r" % args.keep, EXIT_USAGE)
+    _cli_user_id(args.user)
+
+
 def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    if args.user is not None:
+        deleted = store.destroy_sessions_of(_cli_user_id(args.user), keep=args.keep)
+        print("destroyed %d sessions of user %s" % (deleted, args.user), file=out)
+        return
     for sid in args.sids:
         if not _is_valid_sid(sid):
             raise _CommandError("not a session id: %r" % sid, EXIT_USAGE)
@@ -2820,12 +2864,33 @@ def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: 
     print("destroyed %d of %d sessions" % (deleted, len(args.sids)), file=out)
 
 
+def _cli_user_id(user: str) -> str:
+    try:
+        return _user_id_text(user)  # a str: it matches an int id too (compared as text)
+    except ValueError as exc:
+        raise _CommandError("--user: %s" % exc, EXIT_USAGE) from None
+
+
+def _sessions(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    found = store.sessions_of(_cli_user_id(args.user))
+    if args.json:
+        print(json.dumps(found), file=out)
+        return
+    rows = []
+    for sid, sess in found.items():
+        cookie = sess.get("cookie")
+        rows.append((str(cookie.get("expires") or "-") if isinstance(cookie, dict) else "-", sid))
+    for expires, sid in sorted(rows):
+        print("%-11s expires %s" % (sid[:8] + "...", expires), file=out)  # a prefix: a whole id is a credential
+    print("%d sessions of user %s" % (len(found), args.user), file=out)
+
+
 def _clear(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     print("cleared %d sessions" % store.clear(), file=out)
 
 
 _COMMANDS = {"create-table": _create_table, "sweep": _sweep, "stats": _stats, "destroy": _destroy,
-             "clear": _clear}
+             "clear": _clear, "sessions": _sessions}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -305,3 +305,54 @@ def test_sessions_written_by_node_are_found_and_ended(start_node, make_store, us
     assert json.loads(phone.node("/whoami")) == {}  # signed out on the phone
     assert json.loads(laptop.node("/whoami")) != {} and list(store.sessions_of(user)) == [laptop.sid]
     assert json.loads(someone_else.node("/whoami")) == {"user": "alan"}
+
+
+# -- The command line: `sessions --user` and `destroy --user` ---------------------------------
+
+from test_cli import cli  # noqa: E402,F401 (a fixture: the command line on the test's database and table)
+
+
+def test_the_command_line_lists_and_ends_a_user_s_sessions(cli, make_store, monkeypatch):
+    code, out, err = cli("create-table", "--user-key", "passport.user")
+    assert code == 0, err
+    store = make_store(user_key="passport.user", create_table=False)
+    for sid in ("AAAAAAAAone", "BBBBBBBBtwo", "CCCCCCCCthree"):
+        store.set(sid, session(passport={"user": 42}, n=1))
+    store.set("DDDDDDDDother", session(passport={"user": 43}))
+
+    code, out, err = cli("sessions", "--user", "42", "--user-key", "passport.user")
+    assert code == 0, err
+    assert out.splitlines() == ["AAAAAAAA... expires %s" % LATER, "BBBBBBBB... expires %s" % LATER,
+                                "CCCCCCCC... expires %s" % LATER, "3 sessions of user 42"]
+    monkeypatch.setenv("PEEWEE_SESSIONS_USER_KEY", "passport.user")  # read when the parser is made
+    code, out, err = cli("sessions", "--json", "--user", "42")
+    assert code == 0 and json.loads(out) == store.sessions_of(42), err
+
+    code, out, err = cli("destroy", "--user", "42", "--keep", "AAAAAAAAone")
+    assert (code, out) == (0, "destroyed 2 sessions of user 42\n"), err
+    assert list(store.sessions_of(42)) == ["AAAAAAAAone"] and store.get("DDDDDDDDother")
+    assert cli("destroy", "DDDDDDDDother", "nothing") == (0, "destroyed 1 of 2 sessions\n", "")  # as before
+
+
+def test_the_command_line_says_what_user_commands_need(cli, make_store, monkeypatch):
+    monkeypatch.delenv("PEEWEE_SESSIONS_USER_KEY", raising=False)
+    make_store()  # a table without the user index
+    for args in (("sessions", "--user", "42"), ("destroy", "--user", "42")):
+        code, out, err = cli(*args)
+        assert code == peewee_sessions.EXIT_USAGE and "--user-key" in err and "PEEWEE_SESSIONS_USER_KEY" in err
+    code, out, err = cli("sessions", "--user", "42", "--user-key", "user_id")
+    assert code == peewee_sessions.EXIT_NO_TABLE and "create-table --user-key user_id" in err
+    code, out, err = cli("sessions", "--user", "42", "--user-key", "a'b")
+    assert code == peewee_sessions.EXIT_USAGE and "--user-key" in err
+    assert cli("destroy")[0] == peewee_sessions.EXIT_USAGE
+    assert cli("destroy", "x", "--keep", "y")[0] == peewee_sessions.EXIT_USAGE
+    code, out, err = cli("destroy", "x", "--user", "1", "--user-key", "user_id")
+    assert code == peewee_sessions.EXIT_USAGE
+
+
+def test_the_command_line_prints_the_user_index(capsys):
+    for dialect in ("sqlite", "postgresql", "mysql"):
+        assert peewee_sessions.main(["sql", "--dialect", dialect, "--user-key", "user_id"]) == 0
+        out = capsys.readouterr().out
+        assert out == ";\n".join(create_table_sql(dialect, user_key="user_id")) + ";\n"
+        assert "sessions_user_index" in out
