@@ -102,7 +102,7 @@ class TableMissingError(SessionStoreError):
 
 
 class UserKeyError(SessionStoreError):
-    """A store without user_key was asked for a user's sessions, or the table's user index is not user_key's."""
+    """A store without user_key asked for a user's sessions, or the table's user index is on another key."""
 
 
 def _translated(exc: BaseException) -> BaseException:
@@ -445,13 +445,13 @@ class _Dialect:
     # itself, an integer its decimal text (42 and "42" are one user), anything else is no user.
 
     def use_user_key(self, path: Tuple[str, ...]) -> None:
-        """Build the user index's DDL and the statements of sessions_of/destroy_sessions_of for a key path."""
+        """Build the user index's DDL, and the statements of sessions_of/destroy_sessions_of, for a path."""
         open_quote, close_quote = self.quote
-        name = _check_identifier(self.table_name + _USER_INDEX_SUFFIX, "the user index's name (table name + %r)"
-                                 % _USER_INDEX_SUFFIX)
+        name = _check_identifier(self.table_name + _USER_INDEX_SUFFIX,
+                                 "the user index's name (table name + %r)" % _USER_INDEX_SUFFIX)
         self.user_index_name = name
         self.user_index = self.user_index_sql(open_quote + name + close_quote, path)
-        # The very expression the index holds: a planner uses an expression index only for the same expression.
+        # The very expression the index holds: a planner uses an expression index only for that expression.
         user, t, sid, p = self.user_value(path), self.table, self.sid, self.param
         sess, expiry = self.sess_text("sess"), self.expiry_text("expired")
         self.sessions_of = f"SELECT {sid}, {sess}, {expiry} FROM {t} WHERE {user} = {p} AND expired > {p}"
@@ -473,7 +473,7 @@ class _Dialect:
         """Whether the table has the user index: None when it has none, False when it is on another key."""
         row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
                              (self.user_index_name,)).fetchone()
-        return None if row is None else self.user_value(path) in (row[0] or "")  # SQLite keeps the DDL's text
+        return None if row is None else self.user_value(path) in (row[0] or "")  # SQLite keeps the DDL text
 
 
 class _SqliteDialect(_Dialect):
@@ -622,18 +622,21 @@ class _MysqlDialect(_Dialect):
 
     def user_index_sql(self, index: str, path: Tuple[str, ...]) -> List[str]:
         value = "JSON_EXTRACT(sess, '$.%s')" % ".".join(path)
-        # VARBINARY: compares bytes, where a utf8mb4 collation would match 'Alice' to 'alice ' (case, PAD SPACE).
+        # VARBINARY compares bytes, where a utf8mb4 collation matches 'Alice' to 'alice ' (case, PAD SPACE).
         # Longer ids read as none: a value too long for the column would make the row's INSERT fail.
+        text, column = f"JSON_UNQUOTE({value})", self.user_value(path)
         user = (f"CASE WHEN JSON_TYPE({value}) IN ('INTEGER', 'UNSIGNED INTEGER', 'STRING')"
-                f" AND CHAR_LENGTH(JSON_UNQUOTE({value})) <= {MAX_USER_ID_LENGTH} THEN JSON_UNQUOTE({value}) END")
-        return [f"ALTER TABLE {self.table} ADD COLUMN {self.user_value(path)} VARBINARY({4 * MAX_USER_ID_LENGTH})"
-                f" AS ({user}) VIRTUAL, ADD INDEX `{self.user_index_name}` ({self.user_value(path)})"]
+                f" AND CHAR_LENGTH({text}) <= {MAX_USER_ID_LENGTH} THEN {text} END")
+        return [f"ALTER TABLE {self.table} ADD COLUMN {column} VARBINARY({4 * MAX_USER_ID_LENGTH})"
+                f" AS ({user}) VIRTUAL, ADD INDEX `{self.user_index_name}` ({column})"]
 
     def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
         row = db.execute_sql(
-            "SELECT c.generation_expression FROM information_schema.columns c JOIN information_schema.statistics s"
-            " ON s.table_schema = c.table_schema AND s.table_name = c.table_name AND s.column_name = c.column_name"
-            " WHERE c.table_schema = DATABASE() AND c.table_name = %s AND c.column_name = %s AND s.index_name = %s",
+            "SELECT c.generation_expression FROM information_schema.columns c"
+            " JOIN information_schema.statistics s ON s.table_schema = c.table_schema"
+            " AND s.table_name = c.table_name AND s.column_name = c.column_name"
+            " WHERE c.table_schema = DATABASE() AND c.table_name = %s AND c.column_name = %s"
+            " AND s.index_name = %s",
             (self.table_name, self.user_column, self.user_index_name)).fetchone()
         if row is None:
             return None
@@ -711,7 +714,7 @@ def _user_path(user_key: Any) -> Tuple[str, ...]:
     """The JSON path of a user_key ("user_id", "passport.user"): it goes into SQL as a literal, so only
     plain keys (letters, digits, _) joined by dots."""
     segments = user_key.split(".") if isinstance(user_key, str) else []
-    if not segments or len(segments) > 8 or not all(_USER_KEY_SEGMENT.match(segment) for segment in segments):
+    if not segments or len(segments) > 8 or not all(_USER_KEY_SEGMENT.match(part) for part in segments):
         raise ValueError("user_key must be a session key or a dotted path to a nested one (\"user_id\", "
                          "\"passport.user\"): keys of letters, digits and _, at most 8 of them; not %.80r"
                          % (user_key,))
@@ -955,14 +958,14 @@ class PeeweeSessionStore:
             return
         if found is not None:
             raise UserKeyError(
-                "the index %s of table %r is on another key than user_key=%r: drop it (on MySQL/MariaDB, and "
-                "its column sess_user) and the store remakes it" % (dialect.user_index_name, self.table_name,
-                                                                     self.user_key))
+                "the index %s of table %r is on another key than user_key=%r: drop it (on MySQL/MariaDB, "
+                "and its column sess_user) and the store remakes it"
+                % (dialect.user_index_name, self.table_name, self.user_key))
         if not self.create_table:
             raise TableMissingError(
-                "the session table %r has no index %s, which user_key=%r needs; create it (`peewee-sessions sql "
-                "--user-key %s`) or pass create_table=True" % (self.table_name, dialect.user_index_name,
-                                                               self.user_key, self.user_key))
+                "the session table %r has no index %s, which user_key=%r needs; create it "
+                "(`peewee-sessions sql --user-key %s`) or pass create_table=True"
+                % (self.table_name, dialect.user_index_name, self.user_key, self.user_key))
         try:
             for statement in dialect.user_index:
                 self.db.execute_sql(statement)
@@ -1134,7 +1137,7 @@ class PeeweeSessionStore:
     # A user's sessions (user_key): each device they are signed in on.
 
     def sessions_of(self, user_id: Union[str, int]) -> Dict[str, dict]:
-        """Every live session of a user, by id, each as get() returns it (its cookie.expires says when it ends).
+        """Every live session of a user, by id, each as get() returns it (cookie.expires: when it ends).
 
         Found through the user index (see user_key); raises UserKeyError when the store has no user_key.
         """
@@ -1161,8 +1164,9 @@ class PeeweeSessionStore:
 
     def _user_query(self, user_id: Any) -> Tuple[_Dialect, str]:
         if not self._user_path:
-            raise UserKeyError("this store has no user_key: pass PeeweeSessionStore(..., user_key=\"user_id\") "
-                               "(the session key that holds the user's id) to find sessions by user")
+            raise UserKeyError("this store has no user_key: pass PeeweeSessionStore(..., "
+                               "user_key=\"user_id\") (the session key that holds the user's id) "
+                               "to find sessions by user")
         return self.dialect, _user_id_text(user_id)
 
     def length(self) -> int:
@@ -2769,12 +2773,13 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         except ValueError as exc:
             raise _CommandError("--user-key: %s" % exc, EXIT_USAGE) from None
     if getattr(args, "user", None) is not None and user_key is None:
-        raise _CommandError("--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key that "
-                            "holds the user's id, such as user_id or passport.user", EXIT_USAGE)
+        raise _CommandError("--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key "
+                            "that holds the user's id, such as user_id or passport.user", EXIT_USAGE)
     if args.command == "destroy":
         _check_destroy_args(args)
     if args.command == "sql" and args.dialect:
-        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field, user_key)) + ";", file=out)
+        statements = create_table_sql(args.dialect, args.table, args.sid_field, user_key)
+        print(";\n".join(statements) + ";", file=out)
         return
     db = _open_database(args.db, may_create=args.command == "create-table")
     try:
@@ -2881,7 +2886,7 @@ def _sessions(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed:
         cookie = sess.get("cookie")
         rows.append((str(cookie.get("expires") or "-") if isinstance(cookie, dict) else "-", sid))
     for expires, sid in sorted(rows):
-        print("%-11s expires %s" % (sid[:8] + "...", expires), file=out)  # a prefix: a whole id is a credential
+        print("%-11s expires %s" % (sid[:8] + "...", expires), file=out)  # a whole id is a credential
     print("%d sessions of user %s" % (len(found), args.user), file=out)
 
 

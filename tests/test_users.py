@@ -15,9 +15,9 @@ import peewee
 import pytest
 
 import peewee_sessions
-from conftest import drop_table
 from peewee_sessions import PeeweeSessionStore, TableMissingError, UserKeyError, create_table_sql
-from test_node_interop import Browser, node_sqlite3_built, start_node  # noqa: F401 (fixtures)
+from test_cli import cli  # noqa: F401 (fixtures: the command line, the Node app)
+from test_node_interop import Browser, node_sqlite3_built, start_node  # noqa: F401
 
 UTC = datetime.timezone.utc
 LATER = "2099-01-01T00:00:00.000Z"
@@ -25,7 +25,8 @@ EARLIER = "2000-01-01T00:00:00.000Z"
 
 
 def session(expires=LATER, **values):
-    return dict({"cookie": {"originalMaxAge": 60000, "expires": expires, "httpOnly": True, "path": "/"}}, **values)
+    cookie = {"originalMaxAge": 60000, "expires": expires, "httpOnly": True, "path": "/"}
+    return dict({"cookie": cookie}, **values)
 
 
 def index_names(db, table):
@@ -133,8 +134,8 @@ def test_bad_user_ids_are_refused(make_store):
         store.destroy_sessions_of("x", keep="")
 
 
-@pytest.mark.parametrize("key", ["", ".", "a.", ".a", "a..b", "a b", "a'b", "a-b", "$.a", "1a", "a;DROP TABLE x",
-                                 "a\"b", "é", "a." * 8 + "a", "x" * 65, 42, b"user_id"])
+@pytest.mark.parametrize("key", ["", ".", "a.", ".a", "a..b", "a b", "a'b", "a-b", "$.a", "1a",
+                                 "a;DROP TABLE x", "a\"b", "é", "a." * 8 + "a", "x" * 65, 42, b"user_id"])
 def test_user_key_is_validated(key):
     with pytest.raises(ValueError, match="user_key"):  # before anything is made
         PeeweeSessionStore(peewee.DatabaseProxy(), user_key=key, table_name="t_never_made", clear_interval=0)
@@ -162,8 +163,8 @@ def test_without_user_key_the_schema_is_connect_session_knex_s(backend, db, make
     make_store()
     with db.connection_context():
         assert [column.name for column in db.get_columns(table_name)] == ["sid", "sess", "expired"]
-    assert index_names(db, table_name) - {"PRIMARY", "sqlite_autoindex_%s_1" % table_name, table_name + "_pkey"} \
-        == {table_name + "_expired_index"}
+    primary = {"PRIMARY", "sqlite_autoindex_%s_1" % table_name, table_name + "_pkey"}
+    assert index_names(db, table_name) - primary == {table_name + "_expired_index"}
 
 
 def test_create_table_adds_the_index_to_an_existing_table(backend, db, make_store, table_name):
@@ -192,7 +193,7 @@ def test_the_printed_sql_makes_a_working_index(backend, db, make_store, table_na
 def fill(store, users, per_user):
     """users * per_user live sessions, each user's own, in bulk (multi-row INSERTs)."""
     expires = datetime.datetime(2099, 1, 1, tzinfo=UTC)
-    rows = ({"sid": "u%d-%d" % (user, device), "sess": session(user_id=user, device=device), "expired": expires}
+    rows = ({"sid": "u%d-%d" % (user, device), "sess": session(user_id=user, n=device), "expired": expires}
             for user in range(users) for device in range(per_user))
     with store.db.connection_context():
         with store.db.atomic():
@@ -203,7 +204,8 @@ def fill(store, users, per_user):
 def plan(backend, db, sql, params):
     """EXPLAIN's plan as text, and (MySQL) the index and access type of each step."""
     if backend == "sqlite":
-        return "\n".join(row[-1] for row in db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()), []
+        rows = db.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return "\n".join(row[-1] for row in rows), []
     cursor = db.execute_sql("EXPLAIN " + sql, params)
     rows = cursor.fetchall()
     text = "\n".join(" ".join(str(value) for value in row) for row in rows)
@@ -220,7 +222,9 @@ def test_queries_use_the_index(backend, db, make_store, table_name):
     with db.connection_context():
         db.execute_sql({"sqlite": "ANALYZE", "postgresql": "ANALYZE %s" % table_name,
                         "mysql": "ANALYZE TABLE %s" % table_name}[backend])
-        for sql, params in ((dialect.sessions_of, ("1234", dialect.now())), (dialect.destroy_sessions_of, ("1234", ""))):
+        queries = ((dialect.sessions_of, ("1234", dialect.now())),
+                   (dialect.destroy_sessions_of, ("1234", "")))
+        for sql, params in queries:
             text, steps = plan(backend, db, sql, params)
             assert index in text, text
             if backend == "sqlite":
@@ -309,9 +313,6 @@ def test_sessions_written_by_node_are_found_and_ended(start_node, make_store, us
 
 # -- The command line: `sessions --user` and `destroy --user` ---------------------------------
 
-from test_cli import cli  # noqa: E402,F401 (a fixture: the command line on the test's database and table)
-
-
 def test_the_command_line_lists_and_ends_a_user_s_sessions(cli, make_store, monkeypatch):
     code, out, err = cli("create-table", "--user-key", "passport.user")
     assert code == 0, err
@@ -339,7 +340,7 @@ def test_the_command_line_says_what_user_commands_need(cli, make_store, monkeypa
     make_store()  # a table without the user index
     for args in (("sessions", "--user", "42"), ("destroy", "--user", "42")):
         code, out, err = cli(*args)
-        assert code == peewee_sessions.EXIT_USAGE and "--user-key" in err and "PEEWEE_SESSIONS_USER_KEY" in err
+        assert code == peewee_sessions.EXIT_USAGE and "--user-key KEY (or PEEWEE_SESSIONS_USER_KEY)" in err
     code, out, err = cli("sessions", "--user", "42", "--user-key", "user_id")
     assert code == peewee_sessions.EXIT_NO_TABLE and "create-table --user-key user_id" in err
     code, out, err = cli("sessions", "--user", "42", "--user-key", "a'b")
