@@ -24,6 +24,7 @@ import peewee_sessions
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -186,7 +187,9 @@ def click_and_wait(driver, button_css, url, element_id, text):
     wait = WebDriverWait(driver, WAIT)
     old_page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, button_css).click()
-    wait.until(EC.staleness_of(old_page))
+    # Mid-navigation, Chromium may answer "Node with given id does not belong to the document" rather than
+    # "stale element reference" (seen about once in ten runs): ask again until the page is gone.
+    WebDriverWait(driver, WAIT, ignored_exceptions=[WebDriverException]).until(EC.staleness_of(old_page))
     wait.until(EC.url_to_be(url))
     wait.until(EC.text_to_be_present_in_element((By.ID, element_id), text))
 
