@@ -2814,6 +2814,9 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
 
 def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     print("table %s %s" % (store.table_name, "already exists" if existed else "created"), file=out)
+    if store.user_key is not None:
+        print("index %s%s on user_key %s is there" % (store.table_name, _USER_INDEX_SUFFIX, store.user_key),
+              file=out)
 
 
 def _sweep(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:

@@ -259,6 +259,7 @@ def test_a_save_racing_destroy_sessions_of_does_not_bring_the_session_back(make_
                 deleted.wait(10)
                 started.wait(10)
                 time.sleep(0.3)  # the save is waiting for the row (SQLite: the write lock) meanwhile
+                results["held_until"] = time.monotonic()  # the DELETE commits after this
         except BaseException as exc:
             errors.append(exc)
             deleted.abort()
@@ -282,6 +283,7 @@ def test_a_save_racing_destroy_sessions_of_does_not_bring_the_session_back(make_
         thread.join(30)
     assert not errors, errors
     assert results["destroyed"] == 1 and results["saved"] is None
+    assert results["saved_at"] > results["held_until"]  # the save waited for the destroy to commit
     assert store.get("victim") is None and list(store.sessions_of(7)) == ["current"]
 
 
@@ -315,7 +317,7 @@ def test_sessions_written_by_node_are_found_and_ended(start_node, make_store, us
 
 def test_the_command_line_lists_and_ends_a_user_s_sessions(cli, make_store, monkeypatch):
     code, out, err = cli("create-table", "--user-key", "passport.user")
-    assert code == 0, err
+    assert code == 0 and "on user_key passport.user is there" in out, err
     store = make_store(user_key="passport.user", create_table=False)
     for sid in ("AAAAAAAAone", "BBBBBBBBtwo", "CCCCCCCCthree"):
         store.set(sid, session(passport={"user": 42}, n=1))
