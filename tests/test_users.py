@@ -11,11 +11,15 @@ import re
 import threading
 import time
 
+import bottle
 import peewee
 import pytest
+import webtest
 
 import peewee_sessions
-from peewee_sessions import PeeweeSessionStore, TableMissingError, UserKeyError, create_table_sql
+from conftest import SECRET, drop_table
+from peewee_sessions import (PeeweeSessionStore, SessionPlugin, TableMissingError, UserKeyError,
+                             create_table_sql)
 from test_cli import cli  # noqa: F401 (fixtures: the command line, the Node app)
 from test_node_interop import Browser, node_sqlite3_built, start_node  # noqa: F401
 
@@ -359,3 +363,39 @@ def test_the_command_line_prints_the_user_index(capsys):
         out = capsys.readouterr().out
         assert out == ";\n".join(create_table_sql(dialect, user_key="user_id")) + ";\n"
         assert "sessions_user_index" in out
+
+
+def test_the_plugin_needs_nothing_but_the_id_in_the_session(db, table_name):
+    """Bottle: log in on two devices, "log out other devices" on one: the other's next request has no user."""
+    app = bottle.Bottle()
+    plugin = app.install(SessionPlugin(db, secret=SECRET, user_key="user_id", clear_interval=0,
+                                       table_name=table_name))
+    store = plugin.store
+
+    @app.post("/login")
+    def login(session):
+        session.regenerate()
+        session["user_id"] = int(bottle.request.forms.id)
+        return session.id
+
+    @app.get("/me")
+    def me(session):
+        return str(session.get("user_id"))
+
+    @app.post("/logout-others")
+    def logout_others(session):
+        return str(store.destroy_sessions_of(session["user_id"], keep=session.id))
+
+    try:
+        laptop, phone, other = webtest.TestApp(app), webtest.TestApp(app), webtest.TestApp(app)
+        laptop_id = laptop.post("/login", {"id": "42"}).text
+        phone_id = phone.post("/login", {"id": "42"}).text
+        other.post("/login", {"id": "7"})
+        assert sorted(store.sessions_of(42)) == sorted([laptop_id, phone_id])
+        assert laptop.post("/logout-others").text == "1"
+        assert phone.get("/me").text == "None"  # logged out
+        assert laptop.get("/me").text == "42" and other.get("/me").text == "7"
+        assert list(store.sessions_of("42")) == [laptop_id]
+    finally:
+        plugin.close()
+        drop_table(db, table_name)
