@@ -366,7 +366,7 @@ def test_the_command_line_prints_the_user_index(capsys):
 
 
 def test_the_plugin_needs_nothing_but_the_id_in_the_session(db, table_name):
-    """Bottle: log in on two devices, "log out other devices" on one: the other's next request has no user."""
+    """Bottle: log in on two devices, "log out other devices" on one: the other one has no user now."""
     app = bottle.Bottle()
     plugin = app.install(SessionPlugin(db, secret=SECRET, user_key="user_id", clear_interval=0,
                                        table_name=table_name))
