@@ -19,6 +19,7 @@ import datetime
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def main(argv=None):
     print("| database | set() without user_key | with user_key | ratio "
           "| with user_key, no user in the session | ratio |")
     print("|---|---|---|---|---|---|")
-    directory = tempfile.mkdtemp()
+    directory = tempfile.mkdtemp()  # SQLite's file
     for backend in args.db.split(","):
         db = open_db(backend, directory)
         plain, users, visitors = set_cost(db, args.sets, args.runs)
@@ -189,6 +190,7 @@ def main(argv=None):
         plans.append((backend, result["plan"]))
     for backend, text in plans:
         print("\n%s plan of sessions_of():\n%s" % (backend, text))
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
