@@ -74,6 +74,7 @@ __all__ = [
     "SessionStoreUnavailable",
     "StoredSession",
     "TableMissingError",
+    "UserKeyError",
     "build_session_model",
     "create_table_sql",
     "main",
@@ -108,6 +109,10 @@ class SessionConflict(SessionStoreError):
 
 class TableMissingError(SessionStoreError):
     """The session table does not exist and the store may not create it."""
+
+
+class UserKeyError(SessionStoreError):
+    """A store without user_key asked for a user's sessions, or the table's user index is on another key."""
 
 
 def _translated(exc: BaseException, conflict: Callable[[BaseException], bool] = lambda exc: False) -> BaseException:
@@ -513,6 +518,7 @@ class _Dialect:
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
         open_quote, close_quote = db.quote
+        self.quote, self.table_name = db.quote, table  # for the user index, built later (use_user_key)
         self.table = t = open_quote + table + close_quote
         self.sid = sid = open_quote + sid_column + close_quote
         self.param = p = db.param
@@ -602,6 +608,45 @@ class _Dialect:
         """Whether an error says another transaction won over the same rows, and this one changed nothing."""
         return False
 
+    # A user's sessions (PeeweeSessionStore's user_key): an index on the user id the session JSON
+    # holds at a path, as text. The JSON is read by the database itself, so rows that Node's
+    # connect-session-knex writes are indexed alike. The rule on every database: a string is
+    # itself, an integer its decimal text (42 and "42" are one user), anything else is no user.
+
+    def use_user_key(self, path: Tuple[str, ...]) -> None:
+        """Build the user index's DDL, and the statements of sessions_of/destroy_sessions_of, for a path."""
+        open_quote, close_quote = self.quote
+        name = _check_identifier(self.table_name + _USER_INDEX_SUFFIX,
+                                 "the user index's name (table name + %r)" % _USER_INDEX_SUFFIX)
+        self.user_index_name = name
+        self.user_index = self.user_index_sql(open_quote + name + close_quote, path)
+        # The very expression the index holds: a planner uses an expression index only for that expression.
+        user, t, sid, p = self.user_value(path), self.table, self.sid, self.param
+        sess, expiry = self.sess_text("sess"), self.expiry_text("expired")
+        self.sessions_of = f"SELECT {sid}, {sess}, {expiry} FROM {t} WHERE {user} = {p} AND expired > {p}"
+        # Expired rows go too; `keep` is bound as '' when there is none (no session id is empty).
+        self.destroy_sessions_of = f"DELETE FROM {t} WHERE {user} = {p} AND {sid} <> {p}"
+
+    def user_value(self, path: Tuple[str, ...]) -> str:
+        """The user id at `path` in sess, as text (NULL when it is not a string or an integer)."""
+        at = "'$." + ".".join(path) + "'"
+        # json_valid first: json_type raises on malformed text, which would make a damaged row unwritable.
+        return (f"(CASE WHEN json_valid(sess) THEN CASE WHEN json_type(sess, {at}) IN ('integer', 'text')"
+                f" THEN CAST(json_extract(sess, {at}) AS TEXT) END END)")
+
+    def user_index_sql(self, index: str, path: Tuple[str, ...]) -> List[str]:
+        """The statements that add the user index to the table (each safe to run again)."""
+        # Partial: a session with no user (a visitor's) costs no index entry. `value = ?` implies
+        # IS NOT NULL, so the planners use it for sessions_of() (checked with EXPLAIN).
+        user = self.user_value(path)
+        return [f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} ({user}) WHERE {user} IS NOT NULL"]
+
+    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
+        """Whether the table has the user index: None when it has none, False when it is on another key."""
+        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                             (self.user_index_name,)).fetchone()
+        return None if row is None else self.user_value(path) in (row[0] or "")  # SQLite keeps the DDL text
+
 
 class _SqliteDialect(_Dialect):
     name = "sqlite"
@@ -676,6 +721,21 @@ class _PostgresqlDialect(_Dialect):
     def is_conflict(self, exc: BaseException) -> bool:
         error = _driver_error(exc)  # psycopg2 says pgcode, psycopg 3 sqlstate
         return (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) in _POSTGRESQL_CONFLICTS
+
+    def user_value(self, path: Tuple[str, ...]) -> str:
+        # sess is json (connect-session-knex's type), not jsonb: #>> gives a number's text as written,
+        # so an integer is told from a float (42.0, 1e3) by its digits.
+        at = "'{" + ",".join(path) + "}'"
+        value, text = f"sess #> {at}", f"sess #>> {at}"
+        return (f"(CASE json_typeof({value}) WHEN 'string' THEN {text}"
+                f" WHEN 'number' THEN CASE WHEN {text} ~ '^-?[0-9]+$' THEN {text} END END)")
+
+    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
+        row = db.execute_sql("SELECT pg_get_indexdef(to_regclass(quote_ident(%s)))",
+                             (self.user_index_name,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return "'{" + ",".join(path) + "}'" in row[0]  # the definition as PostgreSQL rewrites it
 
 
 # serialization_failure, deadlock_detected: the transaction was rolled back and may be run again.
@@ -779,6 +839,36 @@ class _MysqlDialect(_Dialect):
         args = getattr(_driver_error(exc), "args", ())
         return bool(args) and args[0] in _MYSQL_CONFLICTS
 
+    # MySQL/MariaDB index an expression through a generated column: a virtual one takes no space in
+    # the rows, and connect-session-knex's inserts name their columns, so they go on working.
+    user_column = "sess_user"
+
+    def user_value(self, path: Tuple[str, ...]) -> str:
+        return f"`{self.user_column}`"
+
+    def user_index_sql(self, index: str, path: Tuple[str, ...]) -> List[str]:
+        value = "JSON_EXTRACT(sess, '$.%s')" % ".".join(path)
+        # VARBINARY compares bytes, where a utf8mb4 collation matches 'Alice' to 'alice ' (case, PAD SPACE).
+        # Longer ids read as none: a value too long for the column would make the row's INSERT fail.
+        text, column = f"JSON_UNQUOTE({value})", self.user_value(path)
+        user = (f"CASE WHEN JSON_TYPE({value}) IN ('INTEGER', 'UNSIGNED INTEGER', 'STRING')"
+                f" AND CHAR_LENGTH({text}) <= {MAX_USER_ID_LENGTH} THEN {text} END")
+        return [f"ALTER TABLE {self.table} ADD COLUMN {column} VARBINARY({4 * MAX_USER_ID_LENGTH})"
+                f" AS ({user}) VIRTUAL, ADD INDEX `{self.user_index_name}` ({column})"]
+
+    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
+        row = db.execute_sql(
+            "SELECT c.generation_expression FROM information_schema.columns c"
+            " JOIN information_schema.statistics s ON s.table_schema = c.table_schema"
+            " AND s.table_name = c.table_name AND s.column_name = c.column_name"
+            " WHERE c.table_schema = DATABASE() AND c.table_name = %s AND c.column_name = %s"
+            " AND s.index_name = %s",
+            (self.table_name, self.user_column, self.user_index_name)).fetchone()
+        if row is None:
+            return None
+        # As the server keeps it: MariaDB as written, MySQL rewritten (with \' around the path, say).
+        return re.search(re.escape("$." + ".".join(path)) + r"(?![\w.])", row[0] or "") is not None
+
     def check_storable(self, sid: str, data: str) -> None:
         # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
         # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
@@ -840,6 +930,9 @@ def _scalar(db: peewee.Database, sql: str, params: tuple) -> Optional[int]:
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_IDENTIFIER = 63  # PostgreSQL's limit; MySQL's is 64
 _INDEX_SUFFIX = "_expired_index"  # knex's name for the index on `expired`
+_USER_INDEX_SUFFIX = "_user_index"  # the index on the user id (PeeweeSessionStore's user_key)
+_USER_KEY_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+MAX_USER_ID_LENGTH = 255  # longer ids are not indexed (MySQL/MariaDB's column holds 255 characters)
 
 
 def _check_identifier(name: Any, what: str, max_length: int = _MAX_IDENTIFIER) -> str:
@@ -856,6 +949,27 @@ class SessionIdField(peewee.CharField):
 
     def ddl_datatype(self, ctx):
         return peewee.SQL(_dialect_for(self.model._meta.database).sid_type)
+
+
+def _user_path(user_key: Any) -> Tuple[str, ...]:
+    """The JSON path of a user_key ("user_id", "passport.user"): it goes into SQL as a literal, so only
+    plain keys (letters, digits, _) joined by dots."""
+    segments = user_key.split(".") if isinstance(user_key, str) else []
+    if not segments or len(segments) > 8 or not all(_USER_KEY_SEGMENT.match(part) for part in segments):
+        raise ValueError("user_key must be a session key or a dotted path to a nested one (\"user_id\", "
+                         "\"passport.user\"): keys of letters, digits and _, at most 8 of them; not %.80r"
+                         % (user_key,))
+    return tuple(segments)
+
+
+def _user_id_text(user_id: Any) -> str:
+    """A user id as the user index holds it: a str as it is, an int as its decimal text."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+        raise TypeError("a user id is a str or an int, not %.80r" % (user_id,))
+    text = str(user_id)
+    if not 0 < len(text) <= MAX_USER_ID_LENGTH:
+        raise ValueError("a user id has 1 to %d characters, not %d" % (MAX_USER_ID_LENGTH, len(text)))
+    return text
 
 
 class SessionDataField(peewee.Field):
@@ -996,6 +1110,17 @@ class PeeweeSessionStore:
     create_table=False. Expired rows are swept every `sweep_interval` seconds
     (connect-session-knex calls it `clear_interval`, also accepted) on a daemon
     timer started on first use; 0 or None disables it.
+
+    `user_key` names the session key that holds the signed-in user's id: a top-level
+    key ("user_id") or a dotted path to a nested one ("passport.user", where Passport.js
+    keeps it). With it, the table gets an index on that value (`<table>_user_index`,
+    read from the JSON by the database, so sessions Node writes are covered; on
+    MySQL/MariaDB through a virtual column `sess_user`), made with the table or added
+    to an existing one when create_table is true, and sessions_of() and
+    destroy_sessions_of() find a user's sessions through it. A user id is a str or an
+    int of at most 255 characters, compared as text (42 and "42" are one user); any
+    other value (a bool, a float, null, an object) is no user. Without it the schema
+    is exactly connect-session-knex's.
     """
 
     def __init__(
@@ -1010,7 +1135,10 @@ class PeeweeSessionStore:
         on_cleanup_error: Optional[Callable[[Exception], Any]] = None,
         sweep_batch_size: int = 1000,
         max_session_size: Optional[int] = 1 << 20,
+        user_key: Optional[str] = None,
     ) -> None:
+        self.user_key = user_key
+        self._user_path = () if user_key is None else _user_path(user_key)  # before anything is made
         self._owns_db = db is None
         if db is None:
             # Pooled: reopening SQLite per request re-runs the pragmas and checkpoints the WAL each time.
@@ -1056,6 +1184,9 @@ class PeeweeSessionStore:
                     dialect = dialect_class.for_server(_database_of(self.db), self.table_name, self.sid_field_name)
                     self._ensure_table()  # not on a server the store refuses
                     dialect.for_table(self.db, self.table_name, self.sid_field_name)
+                    if self._user_path:
+                        dialect.use_user_key(self._user_path)
+                        self._ensure_user_index(dialect)
                 self._dialect = dialect
             return self._dialect
 
@@ -1072,6 +1203,27 @@ class PeeweeSessionStore:
         except peewee.DatabaseError:
             # Another process may have created it at the same moment.
             if not self.db.table_exists(self.table_name):
+                raise
+
+    def _ensure_user_index(self, dialect: _Dialect) -> None:
+        found = dialect.user_index_found(self.db, self._user_path)
+        if found:
+            return
+        if found is not None:
+            raise UserKeyError(
+                "the index %s of table %r is on another key than user_key=%r: drop it (on MySQL/MariaDB, "
+                "and its column sess_user) and the store remakes it"
+                % (dialect.user_index_name, self.table_name, self.user_key))
+        if not self.create_table:
+            raise TableMissingError(
+                "the session table %r has no index %s, which user_key=%r needs; create it "
+                "(`peewee-sessions sql --user-key %s`) or pass create_table=True"
+                % (self.table_name, dialect.user_index_name, self.user_key, self.user_key))
+        try:
+            for statement in dialect.user_index:
+                self.db.execute_sql(statement)
+        except peewee.DatabaseError:
+            if not dialect.user_index_found(self.db, self._user_path):  # another process made it meanwhile?
                 raise
 
     def connection(self) -> _Connection:
@@ -1247,6 +1399,41 @@ class PeeweeSessionStore:
         _check_sid(sid)
         return self._execute(self.dialect.destroy, (sid,)).rowcount
 
+    # A user's sessions (user_key): each device they are signed in on.
+
+    def sessions_of(self, user_id: Union[str, int]) -> Dict[str, dict]:
+        """Every live session of a user, by id, each as get() returns it (cookie.expires: when it ends).
+
+        Found through the user index (see user_key); raises UserKeyError when the store has no user_key.
+        """
+        dialect, user = self._user_query(user_id)
+        rows = self._execute(dialect.sessions_of, (user, dialect.now()), "fetchall")
+        found = {}
+        for sid, raw, expiry in rows:
+            sess = _session_from_json(sid, raw)
+            if sess is not None and _checked_expiry(sid, expiry) is not None:
+                found[sid] = sess
+        return found
+
+    def destroy_sessions_of(self, user_id: Union[str, int], keep: Optional[str] = None) -> int:
+        """Delete every row of a user (expired ones too) but `keep` (a session id: the current request's
+        session.id, say), in one statement; returns how many rows went.
+
+        A session of the user that a request is saving at the same moment is not brought back: save()
+        only updates a row that is still there. Raises UserKeyError when the store has no user_key.
+        """
+        if keep is not None:
+            _check_sid(keep)
+        dialect, user = self._user_query(user_id)
+        return self._execute(dialect.destroy_sessions_of, (user, "" if keep is None else keep)).rowcount
+
+    def _user_query(self, user_id: Any) -> Tuple[_Dialect, str]:
+        if not self._user_path:
+            raise UserKeyError("this store has no user_key: pass PeeweeSessionStore(..., "
+                               "user_key=\"user_id\") (the session key that holds the user's id) "
+                               "to find sessions by user")
+        return self.dialect, _user_id_text(user_id)
+
     def length(self) -> int:
         """How many live sessions there are (also len(store))."""
         dialect = self.dialect
@@ -1375,15 +1562,25 @@ def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS) -> Iterato
         time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2 ** number))
 
 
-def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> list:
-    """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them."""
+def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid",
+                     user_key: Optional[str] = None) -> list:
+    """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them.
+
+    With a user_key, then the statement(s) adding its user index (see PeeweeSessionStore).
+    """
     if isinstance(db, str):
         if db not in _DIALECT_NAMES:
             raise ValueError("dialect must be one of %s, not %r" % (", ".join(_DIALECT_NAMES), db))
         db = _DIALECT_NAMES[db](None)  # an uninitialized database: enough to write its SQL
+    path = () if user_key is None else _user_path(user_key)
     model = build_session_model(db, table_name, sid_field_name)
     queries = [model._schema._create_table(safe=True)] + model._schema._create_indexes(safe=True)
-    return [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
+    statements = [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
+    if path:
+        dialect = _dialect_for(db)(_database_of(db), table_name, sid_field_name)
+        dialect.use_user_key(path)
+        statements += dialect.user_index
+    return statements
 
 
 # -- Sweeping --------------------------------------------------------------------------------
@@ -2904,8 +3101,17 @@ def _argument_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", parents=[common],
                                 help="live and expired counts, expiry range, table size")
     stats.add_argument("--json", action="store_true", help="print JSON")
-    destroy = commands.add_parser("destroy", parents=[common], help="delete the given sessions")
-    destroy.add_argument("sids", nargs="+", metavar="SID")
+    destroy = commands.add_parser("destroy", parents=[common], help="delete the given sessions, or a user's (--user)")
+    destroy.add_argument("sids", nargs="*", metavar="SID")
+    destroy.add_argument("--user", metavar="ID", help="delete every session of this user (needs --user-key)")
+    destroy.add_argument("--keep", metavar="SID", help="with --user: but this one")
+    sessions = commands.add_parser("sessions", parents=[common], help="list a user's live sessions (needs --user-key)")
+    sessions.add_argument("--user", metavar="ID", required=True, help="the user's id")
+    sessions.add_argument("--json", action="store_true", help="print each session's JSON, by id")
+    for command in (sql, commands.choices["create-table"], destroy, sessions):
+        command.add_argument("--user-key", metavar="KEY", default=os.environ.get("PEEWEE_SESSIONS_USER_KEY"),
+                             help="the session key holding the user's id, as the store's user_key: user_id, "
+                                  "passport.user (default: $PEEWEE_SESSIONS_USER_KEY)")
     clear = commands.add_parser("clear", parents=[common], help="delete every session (needs --yes)")
     clear.add_argument("--yes", action="store_true", help="yes, delete them all")
     return parser
@@ -2994,22 +3200,39 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         _check_identifier(args.sid_field, "--sid-field")
     except ValueError as exc:
         raise _CommandError(str(exc), EXIT_USAGE) from None
+    user_key = getattr(args, "user_key", None)
+    if user_key is not None:
+        try:
+            _user_path(user_key)
+        except ValueError as exc:
+            raise _CommandError("--user-key: %s" % exc, EXIT_USAGE) from None
+    if getattr(args, "user", None) is not None and user_key is None:
+        raise _CommandError("--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key "
+                            "that holds the user's id, such as user_id or passport.user", EXIT_USAGE)
+    if args.command == "destroy":
+        _check_destroy_args(args)
     if args.command == "sql" and args.dialect:
-        print(";\n".join(create_table_sql(args.dialect, args.table, args.sid_field)) + ";", file=out)
+        statements = create_table_sql(args.dialect, args.table, args.sid_field, user_key)
+        print(";\n".join(statements) + ";", file=out)
         return
     db = _open_database(args.db, may_create=args.command == "create-table")
     try:
         if args.command == "sql":
-            print(";\n".join(create_table_sql(db, args.table, args.sid_field)) + ";", file=out)
+            print(";\n".join(create_table_sql(db, args.table, args.sid_field, user_key)) + ";", file=out)
             return
         if args.command == "clear" and not args.yes:
             raise _CommandError("clear deletes every session in %r: run it again with --yes" % args.table,
                                 EXIT_USAGE)
         existed = db.table_exists(args.table)
         store = PeeweeSessionStore(db, table_name=args.table, sid_field_name=args.sid_field,
-                                   create_table=args.command == "create-table", clear_interval=0)
+                                   create_table=args.command == "create-table", clear_interval=0,
+                                   user_key=user_key if args.command == "create-table" or getattr(
+                                       args, "user", None) is not None else None)
         _COMMANDS[args.command](store, args, out, err, existed)
-    except TableMissingError:
+    except TableMissingError as exc:
+        if existed:  # the table is there, without the index --user-key needs
+            raise _CommandError("%s (add it with `create-table --user-key %s`)" % (exc, user_key),
+                                EXIT_NO_TABLE) from None
         raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
                             EXIT_NO_TABLE) from None
     except SessionStoreUnavailable as exc:
@@ -3025,6 +3248,9 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
 
 def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     print("table %s %s" % (store.table_name, "already exists" if existed else "created"), file=out)
+    if store.user_key is not None:
+        print("index %s%s on user_key %s is there" % (store.table_name, _USER_INDEX_SUFFIX, store.user_key),
+              file=out)
 
 
 def _sweep(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
@@ -3056,7 +3282,26 @@ def _stats(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bo
         print("%-15s %s" % (key.replace("_", " ") + ":", value), file=out)
 
 
+def _check_destroy_args(args: Any) -> None:
+    """`destroy SID...` or `destroy --user ID [--keep SID]`: usage errors before any connection."""
+    if args.user is None:
+        if not args.sids:
+            raise _CommandError("destroy needs session ids, or --user ID (with --user-key)", EXIT_USAGE)
+        if args.keep is not None:
+            raise _CommandError("--keep goes with --user", EXIT_USAGE)
+        return
+    if args.sids:
+        raise _CommandError("give session ids or --user, not both", EXIT_USAGE)
+    if args.keep is not None and not _is_valid_sid(args.keep):
+        raise _CommandError("--keep: not a session id: %r" % args.keep, EXIT_USAGE)
+    _cli_user_id(args.user)
+
+
 def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    if args.user is not None:
+        deleted = store.destroy_sessions_of(_cli_user_id(args.user), keep=args.keep)
+        print("destroyed %d sessions of user %s" % (deleted, args.user), file=out)
+        return
     for sid in args.sids:
         if not _is_valid_sid(sid):
             raise _CommandError("not a session id: %r" % sid, EXIT_USAGE)
@@ -3064,12 +3309,33 @@ def _destroy(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: 
     print("destroyed %d of %d sessions" % (deleted, len(args.sids)), file=out)
 
 
+def _cli_user_id(user: str) -> str:
+    try:
+        return _user_id_text(user)  # a str: it matches an int id too (compared as text)
+    except ValueError as exc:
+        raise _CommandError("--user: %s" % exc, EXIT_USAGE) from None
+
+
+def _sessions(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
+    found = store.sessions_of(_cli_user_id(args.user))
+    if args.json:
+        print(json.dumps(found), file=out)
+        return
+    rows = []
+    for sid, sess in found.items():
+        cookie = sess.get("cookie")
+        rows.append((str(cookie.get("expires") or "-") if isinstance(cookie, dict) else "-", sid))
+    for expires, sid in sorted(rows):
+        print("%-11s expires %s" % (sid[:8] + "...", expires), file=out)  # a whole id is a credential
+    print("%d sessions of user %s" % (len(found), args.user), file=out)
+
+
 def _clear(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     print("cleared %d sessions" % store.clear(), file=out)
 
 
 _COMMANDS = {"create-table": _create_table, "sweep": _sweep, "stats": _stats, "destroy": _destroy,
-             "clear": _clear}
+             "clear": _clear, "sessions": _sessions}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
