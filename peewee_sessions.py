@@ -54,7 +54,7 @@ import time
 import urllib.parse
 import weakref
 from base64 import b64encode
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Type, Union, cast
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledSqliteDatabase  # part of peewee
@@ -517,7 +517,7 @@ class _Dialect:
     lock_clause = " FOR UPDATE"  # locks the row a read returns, until the transaction ends
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
-        open_quote, close_quote = db.quote
+        open_quote, close_quote = db.quote[0], db.quote[1]
         self.quote, self.table_name = db.quote, table  # for the user index, built later (use_user_key)
         self.table = t = open_quote + table + close_quote
         self.sid = sid = open_quote + sid_column + close_quote
@@ -615,7 +615,7 @@ class _Dialect:
 
     def use_user_key(self, path: Tuple[str, ...]) -> None:
         """Build the user index's DDL, and the statements of sessions_of/destroy_sessions_of, for a path."""
-        open_quote, close_quote = self.quote
+        open_quote, close_quote = self.quote[0], self.quote[1]
         name = _check_identifier(self.table_name + _USER_INDEX_SUFFIX,
                                  "the user index's name (table name + %r)" % _USER_INDEX_SUFFIX)
         self.user_index_name = name
@@ -836,7 +836,7 @@ class _MysqlDialect(_Dialect):
                            f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
 
     def is_conflict(self, exc: BaseException) -> bool:
-        args = getattr(_driver_error(exc), "args", ())
+        args: tuple = getattr(_driver_error(exc), "args", ())
         return bool(args) and args[0] in _MYSQL_CONFLICTS
 
     # MySQL/MariaDB index an expression through a generated column: a virtual one takes no space in
@@ -1002,23 +1002,18 @@ class ExpiryField(peewee.Field):
         return None if value is None else _expiry_from_db(value)
 
 
-def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> type:
+def build_session_model(db: Any, table_name: str = "sessions", sid_field_name: str = "sid") -> Any:
     """A peewee model of the session table: `sid` (its column named sid_field_name), `sess`, `expired`."""
     _check_identifier(table_name, "table_name", _MAX_IDENTIFIER - len(_INDEX_SUFFIX))
     _check_identifier(sid_field_name, "sid_field_name")
-
-    class Meta:
-        database = db
-
-    Meta.table_name = table_name
     attrs = {
         "sid": SessionIdField(max_length=MAX_SID_LENGTH, primary_key=True, column_name=sid_field_name),
         "sess": SessionDataField(),
         "expired": ExpiryField(),
-        "Meta": Meta,
+        "Meta": type("Meta", (), {"database": db, "table_name": table_name}),
         "__module__": __name__,
     }
-    model = type("Session_" + table_name, (peewee.Model,), attrs)
+    model: Any = type("Session_" + table_name, (peewee.Model,), attrs)
     # Named explicitly: peewee derives index names from the class name, which two stores may share.
     model.add_index(peewee.ModelIndex(model, (model.expired,), name=table_name + _INDEX_SUFFIX))
     return model
@@ -1048,7 +1043,7 @@ class _Connection:
     def __init__(self, db: peewee.Database, discard: bool = False,
                  passing: Union[BaseException, type, None] = None,
                  conflict: Callable[[BaseException], bool] = lambda exc: False) -> None:
-        self.db = db
+        self.db: Any = db  # a pooled one has manual_close()
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
         self.passing = passing
@@ -1144,7 +1139,7 @@ class PeeweeSessionStore:
             # Pooled: reopening SQLite per request re-runs the pragmas and checkpoints the WAL each time.
             db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
                                       timeout=10, check_same_thread=False, max_connections=None)
-        self.db = db
+        self.db: Any = db  # any peewee database, or a DatabaseProxy
         _check_database(db)
         self.model = build_session_model(db, table_name, sid_field_name)
         self.table_name = table_name
@@ -1718,13 +1713,13 @@ class _PageOrderSweep:
         count, more = _sweep_in_expiry_order(self.store, size)
         if more and not self.walked:
             self.walked = True  # a backlog: walk it, if this server can
-            sql = self.store.dialect
+            sql = cast(_PostgresqlDialect, self.store.dialect)
             self.end = self.store.db.execute_sql(sql.table_pages, (self.store.table_name,)).fetchone()[0] or 0
             self.walking = self.end > 0
         return count, more
 
     def _next_window(self, size: int) -> Tuple[int, bool]:
-        sql = self.store.dialect
+        sql = cast(_PostgresqlDialect, self.store.dialect)
         first, end, now = self.page, min(self.page + self.window, self.end), sql.now()
         params = ("(%d,0)" % first, "(%d,0)" % end, now, size, now, self._sample_fractions())
         deleted, expiries = self.store.db.execute_sql(sql.sweep_pages, params).fetchone()
@@ -1751,7 +1746,7 @@ class _PageOrderSweep:
         offset, self.windows = (self.windows * 0.6180339887) % 1, self.windows + 1
         return [0.0] + [(i + offset) / SWEEP_WINDOW_SAMPLE for i in range(SWEEP_WINDOW_SAMPLE)] + [1.0]
 
-    def _keep_sample(self, deleted: int, expiries: List[datetime.datetime]) -> None:
+    def _keep_sample(self, deleted: int, expiries: List[str]) -> None:
         self.deleted += deleted
         lowest, *between, highest = [_parse_iso(expiry) for expiry in expiries]
         weight = deleted / SWEEP_WINDOW_SAMPLE  # the rows each one stands for
@@ -1772,7 +1767,7 @@ class _PageOrderSweep:
         while self.sample and entries < size:
             last, rows = self.sample.pop()
             entries += rows
-        self.store.db.execute_sql(self.store.dialect.index_slice, (first, last)).fetchall()
+        self.store.db.execute_sql(cast(_PostgresqlDialect, self.store.dialect).index_slice, (first, last)).fetchall()
         self.slice_from = last if self.sample else None
         return 0, self.slice_from is not None
 
@@ -2011,6 +2006,14 @@ class SessionCookie:
 
     __slots__ = ("_max_age", "_expires", "_path", "_domain", "_secure", "_httponly", "_samesite", "_partitioned",
                  "_priority")
+    _max_age: Optional[float]
+    _path: str
+    _domain: Optional[str]
+    _secure: bool
+    _httponly: bool
+    _samesite: Optional[str]
+    _partitioned: bool
+    _priority: Optional[str]
 
     path = _checked("path", _cookie_path)
     domain = _checked("domain", _cookie_domain)
@@ -2669,7 +2672,7 @@ class SessionEngine:
 
     def new_cookie(self, https: bool, max_age: Optional[float]) -> SessionCookie:
         """A session's cookie: the settings, with a lifetime starting now."""
-        return self.cookie.copy(max_age, https if self.secure == "auto" else self.secure)
+        return self.cookie.copy(max_age, https if self.secure == "auto" else self.secure is True)
 
     def cookie_header(self, cookie: SessionCookie, sid: Optional[str], https: bool) -> str:
         """The Set-Cookie value for a session id (None: one that clears the cookie); "" when it can't be sent."""
@@ -2837,7 +2840,8 @@ class SessionMiddleware:
         engine = self.engine
         session = engine.open_environ(environ)
         environ[self.environ_key] = session
-        started, replaced = [], []
+        started: List[str] = []
+        replaced: List[str] = []
 
         def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
             failure = session._store_error
@@ -2917,7 +2921,7 @@ def _flask_session_class() -> Type[Session]:
     class FlaskSession(Session, SessionMixin):
         """flask.session: a Session with Flask's `permanent`, `new`, `modified` and `accessed`."""
 
-        @property  # type: ignore[override]
+        @property
         def permanent(self) -> bool:
             """Whether the session outlives the browser: it then lives PERMANENT_SESSION_LIFETIME."""
             return self.cookie.max_age is not None
@@ -2929,11 +2933,11 @@ def _flask_session_class() -> Type[Session]:
             if lifetime != self._cookie.max_age:
                 self._cookie.max_age = lifetime
 
-        @property  # type: ignore[override]
-        def new(self) -> bool:
+        @property
+        def new(self) -> bool:  # type: ignore[override]
             return self.is_new
 
-        @property  # type: ignore[override]
+        @property
         def modified(self) -> bool:
             """Whether the request changed the session; set it to True to save it unchanged."""
             self._load()
@@ -2944,7 +2948,7 @@ def _flask_session_class() -> Type[Session]:
         def modified(self, value: bool) -> None:
             self._forced = bool(value)
 
-        @property  # type: ignore[override]
+        @property
         def accessed(self) -> bool:
             return self._loaded
 
