@@ -115,13 +115,13 @@ class UserKeyError(SessionStoreError):
     """A store without user_key asked for a user's sessions, or the table's user index is on another key."""
 
 
-def _translated(exc: BaseException, conflict: Callable[[BaseException], bool] = lambda exc: False) -> BaseException:
+def _translated(exc: BaseException) -> BaseException:
     """This library's exception for a peewee one (other exceptions pass through)."""
-    if isinstance(exc, peewee.DatabaseError) and conflict(exc):
-        return SessionConflict("the session database reported a conflict; nothing was changed: %s"
-                               % _first_line(exc))
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
         kind = _failure_kind(exc)
+        if kind == "conflict":
+            return SessionConflict("the session database reported a conflict; nothing was changed: %s"
+                                   % _first_line(exc))
         if kind == "outage":
             return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
         if kind == "login":
@@ -129,11 +129,6 @@ def _translated(exc: BaseException, conflict: Callable[[BaseException], bool] = 
     if isinstance(exc, peewee.DatabaseError):
         return SessionStoreError("the session database failed: %s" % _first_line(exc))
     return exc
-
-
-def _driver_error(exc: BaseException) -> Any:
-    """The driver's own exception behind a peewee one (peewee 4 keeps it as .orig)."""
-    return getattr(exc, "orig", None) or exc.__context__ or exc
 
 
 def _first_line(exc: Union[BaseException, str]) -> str:
@@ -150,26 +145,30 @@ _MYSQL_OUTAGES = frozenset({
     1040, 1203, 1226,  # too many connections (in all, or the user's)
     1042, 1043, 1152, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1184,  # the connection broke
     1053, 1927, 1317, 4031,  # the server shut down, killed the connection or the query, or timed it out
-    1205, 1213,  # a lock wait timed out, a deadlock (Galera's certification conflicts too): retry
     1047,  # Galera: the node is not ready for queries (WSREP)
     1290, 1836,  # read-only (a replica during a failover)
     1969, 3024,  # MariaDB's max_statement_time, MySQL's max_execution_time
 })
 _MYSQL_LOGIN_REFUSED = frozenset({1044, 1045, 1049, 1130, 1698})  # access denied, no such database
-# PostgreSQL, by SQLSTATE class: connection, rollback (deadlock, serialization), resources, object in
-# use or lock not available, operator intervention (shutdown, cancel), system error.
+# Lost to another transaction, which changed nothing (see SessionConflict): a deadlock (Galera's
+# certification failures too), a lock wait that timed out; PostgreSQL's serialization failure, deadlock.
+_MYSQL_CONFLICTS = frozenset({1213, 1205})
+_POSTGRES_CONFLICTS = frozenset({"40001", "40P01"})
+# PostgreSQL, by SQLSTATE class: connection, rollback, resources, object in use or lock not available,
+# operator intervention (shutdown, cancel), system error.
 _POSTGRES_OUTAGES = ("08", "40", "53", "55", "57", "58")
 # libpq reports a refused log-in without a SQLSTATE: known by its text (English messages).
 _POSTGRES_LOGIN_REFUSED = re.compile(r'authentication failed|(role|database) "[^"]*" does not exist'
                                      r'|pg_hba\.conf')
 # ... and a connection setting it can't use (sslmode=nope, an unknown option) the same way.
-_POSTGRES_BAD_SETTING = re.compile(r"invalid (dsn|connection option|[\w ]+ value)")
+_POSTGRES_BAD_SETTING = re.compile(r"invalid (dsn|connection option|[\w ]+ value|value for parameter)")
 # SQLite's primary result codes: BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
 _SQLITE_OUTAGES = frozenset({5, 6, 7, 9, 10, 13, 14, 15})
 
 
 def _failure_kind(exc: BaseException) -> str:
-    """Whether a peewee error is an "outage", a refused "login" (role, password, database) or an "error"."""
+    """Whether a peewee error is an "outage", a "conflict", a refused "login" (role, password, database)
+    or an "error", by the driver's own code."""
     if isinstance(exc, peewee.InterfaceError):
         return "outage"  # the connection is closed or broken
     original = exc.__cause__ or exc.__context__ or exc  # the driver's exception, which peewee re-raised
@@ -185,6 +184,8 @@ def _failure_kind(exc: BaseException) -> str:
         if state:
             if state[:2] in ("28", "3D"):  # invalid authorization, no such database
                 return "login"
+            if state in _POSTGRES_CONFLICTS:
+                return "conflict"
             return "outage" if state[:2] in _POSTGRES_OUTAGES else "error"
         if _POSTGRES_LOGIN_REFUSED.search(str(original)):
             return "login"
@@ -193,8 +194,10 @@ def _failure_kind(exc: BaseException) -> str:
         code = original.args[0]
         if code in _MYSQL_LOGIN_REFUSED:
             return "login"
+        if code in _MYSQL_CONFLICTS:
+            return "conflict"
         return "outage" if 2000 <= code < 3000 or code in _MYSQL_OUTAGES else "error"
-    return "outage"  # no code to go by: as before, an outage
+    return "outage"  # no code to go by: the connection is the likeliest culprit
 
 
 # -- Time: every expiry is an instant in UTC -------------------------------------------------
@@ -347,6 +350,18 @@ def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
             if found:
                 return found
     return None
+
+
+def _refuse_lone_surrogates(data: str, where: str) -> None:
+    """Refuse, naming its key, a session JSON text holding a lone UTF-16 surrogate (a str from bytes decoded
+    with surrogateescape, say), which the encoder writes as an escape like any other, as JSON.stringify does."""
+    if "\\ud" in data:
+        sess = json.loads(data)
+        try:
+            json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
+        except UnicodeEncodeError:
+            raise TypeError("%s cannot be stored in %s: it holds a lone UTF-16 surrogate"
+                            % (_find_lone_surrogate(sess, "session"), where)) from None
 
 
 def _finite_float(text: str) -> float:
@@ -604,10 +619,6 @@ class _Dialect:
     def check_storable(self, sid: str, data: str) -> None:
         """Refuse, before any statement, a JSON text that this database would refuse."""
 
-    def is_conflict(self, exc: BaseException) -> bool:
-        """Whether an error says another transaction won over the same rows, and this one changed nothing."""
-        return False
-
     # A user's sessions (PeeweeSessionStore's user_key): an index on the user id the session JSON
     # holds at a path, as text. The JSON is read by the database itself, so rows that Node's
     # connect-session-knex writes are indexed alike. The rule on every database: a string is
@@ -702,6 +713,17 @@ class _PostgresqlDialect(_Dialect):
     def sess_text(self, column: str) -> str:
         return f"CAST({column} AS TEXT)"  # the driver would decode json itself: every backend decodes alike
 
+    def check_storable(self, sid: str, data: str) -> None:
+        # A json column keeps any text, but the user index's expression decodes the document, and
+        # PostgreSQL's text holds neither NUL nor a lone surrogate: the INSERT would fail.
+        if getattr(self, "user_index", None):
+            if "\\u0000" in data:
+                key = next((key for key, value in json.loads(data).items()
+                            if "\x00" in key or "\\u0000" in _to_json(value)), None)
+                raise TypeError("%s cannot be stored in PostgreSQL with a user index: it holds a NUL character"
+                                % ("session" if key is None else "session[%r]" % (key,)))
+            _refuse_lone_surrogates(data, "PostgreSQL with a user index")
+
     def expiry_text(self, column: str, aggregate: str = "") -> str:
         return _utc_text(column, aggregate)
 
@@ -717,10 +739,6 @@ class _PostgresqlDialect(_Dialect):
 
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
         return _scalar(db, f"SELECT pg_total_relation_size(to_regclass(quote_ident({self.param})))", (table,))
-
-    def is_conflict(self, exc: BaseException) -> bool:
-        error = _driver_error(exc)  # psycopg2 says pgcode, psycopg 3 sqlstate
-        return (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) in _POSTGRESQL_CONFLICTS
 
     def user_value(self, path: Tuple[str, ...]) -> str:
         # sess is json (connect-session-knex's type), not jsonb: #>> gives a number's text as written,
@@ -738,10 +756,6 @@ class _PostgresqlDialect(_Dialect):
         return "'{" + ",".join(path) + "}'" in row[0]  # the definition as PostgreSQL rewrites it
 
 
-# serialization_failure, deadlock_detected: the transaction was rolled back and may be run again.
-_POSTGRESQL_CONFLICTS = frozenset({"40001", "40P01"})
-# ER_LOCK_DEADLOCK (also Galera's certification failure), ER_LOCK_WAIT_TIMEOUT.
-_MYSQL_CONFLICTS = frozenset({1213, 1205})
 
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
 # end of life).
@@ -751,6 +765,7 @@ _MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
 class _MysqlDialect(_Dialect):
     name = "mysql"
     sess_type = "JSON"
+    max_packet = 1 << 30  # the server's max_allowed_packet (read in for_server)
     # connect-session-knex's varchar(255), comparing bytes (the server's default collation would not)
     sid_type = "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
     group_concat_lift = ""  # MariaDB's prefix for a statement that aggregates many keys
@@ -787,8 +802,9 @@ class _MysqlDialect(_Dialect):
         except peewee.DatabaseError as exc:
             raise SessionStoreError("peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
                                     "this server is %s" % version) from exc
-        dialect = _MariadbDialect if "mariadb" in version.lower() else _MysqlDialect
-        return dialect(db, table, sid_column)
+        dialect = (_MariadbDialect if "mariadb" in version.lower() else _MysqlDialect)(db, table, sid_column)
+        dialect.max_packet = int(db.execute_sql("SELECT @@max_allowed_packet").fetchone()[0])
+        return dialect
 
     def same_text(self, param: str) -> str:
         return f"sess = CAST({param} AS JSON)"  # MySQL's JSON type normalizes: compare JSON values
@@ -835,10 +851,6 @@ class _MysqlDialect(_Dialect):
         return _scalar(db, "SELECT data_length + index_length FROM information_schema.tables "
                            f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
 
-    def is_conflict(self, exc: BaseException) -> bool:
-        args: tuple = getattr(_driver_error(exc), "args", ())
-        return bool(args) and args[0] in _MYSQL_CONFLICTS
-
     # MySQL/MariaDB index an expression through a generated column: a virtual one takes no space in
     # the rows, and connect-session-knex's inserts name their columns, so they go on working.
     user_column = "sess_user"
@@ -870,15 +882,13 @@ class _MysqlDialect(_Dialect):
         return re.search(re.escape("$." + ".".join(path)) + r"(?![\w.])", row[0] or "") is not None
 
     def check_storable(self, sid: str, data: str) -> None:
-        # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
-        # which the encoder writes as an escape like any other (so do JSON.stringify and the other databases).
-        if "\\ud" in data:
-            sess = json.loads(data)
-            try:
-                json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
-            except UnicodeEncodeError:
-                raise TypeError("%s cannot be stored in MySQL/MariaDB's JSON: it holds a lone UTF-16 surrogate"
-                                % _find_lone_surrogate(sess, "session")) from None
+        # MySQL's JSON refuses a lone UTF-16 surrogate, as bad input (a CHECK failure on MariaDB).
+        _refuse_lone_surrogates(data, "MySQL/MariaDB's JSON")
+        # set() binds the text twice; past max_allowed_packet the server drops the connection ("gone away").
+        if 2 * 4 * len(data) + 1024 > self.max_packet and 2 * len(data.encode("utf-8", "surrogatepass")) + 1024 \
+                > self.max_packet:
+            raise ValueError("session %.8s... is %d characters of JSON, more than this server's "
+                             "max_allowed_packet (%d bytes) takes" % (sid, len(data), self.max_packet))
 
 
 class _MariadbDialect(_MysqlDialect):
@@ -967,6 +977,8 @@ def _user_id_text(user_id: Any) -> str:
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
         raise TypeError("a user id is a str or an int, not %.80r" % (user_id,))
     text = str(user_id)
+    if "\x00" in text:
+        raise ValueError("a user id can't hold a NUL character")
     if not 0 < len(text) <= MAX_USER_ID_LENGTH:
         raise ValueError("a user id has 1 to %d characters, not %d" % (MAX_USER_ID_LENGTH, len(text)))
     return text
@@ -1038,16 +1050,14 @@ class _Connection:
     (see _translated), but for what `passing` names: an exception, or a class of them.
     """
 
-    __slots__ = ("db", "opened", "discard", "passing", "conflict")
+    __slots__ = ("db", "opened", "discard", "passing")
 
     def __init__(self, db: peewee.Database, discard: bool = False,
-                 passing: Union[BaseException, type, None] = None,
-                 conflict: Callable[[BaseException], bool] = lambda exc: False) -> None:
+                 passing: Union[BaseException, type, None] = None) -> None:
         self.db: Any = db  # a pooled one has manual_close()
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
         self.passing = passing
-        self.conflict = conflict  # the dialect's is_conflict, once the store knows it
 
     def open(self) -> None:
         # is_closed() is this thread's own state; connect() would take the database-wide lock.
@@ -1082,7 +1092,7 @@ class _Connection:
         if exc is None or exc is passing or (
                 isinstance(passing, type) and isinstance(exc, passing)):
             return
-        translated = _translated(exc, self.conflict)
+        translated = _translated(exc)
         if translated is not exc:
             raise translated from exc
 
@@ -1225,9 +1235,6 @@ class PeeweeSessionStore:
         """A context that opens a connection if this thread has none, and closes only what it opened."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
 
-    def _is_conflict(self, exc: BaseException) -> bool:
-        return self._dialect is not None and self._dialect.is_conflict(exc)
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A transaction on this thread's connection (joining the app's own, if one is open).
@@ -1236,7 +1243,7 @@ class PeeweeSessionStore:
         conflict with another transaction (see SessionConflict) rolls it back and raises
         SessionConflict: the store cannot run the block again.
         """
-        connection = _Connection(self.db, conflict=self._is_conflict)
+        connection = _Connection(self.db)
         with connection, self.db.atomic(*self.dialect.atomic_args):
             try:
                 yield
@@ -1253,7 +1260,7 @@ class PeeweeSessionStore:
         """
         self._sweeper.start_if_needed()
         for attempt in _retrying(self.db):
-            with attempt, _Connection(self.db, conflict=self._is_conflict):
+            with attempt, _Connection(self.db):
                 cursor = self.db.execute_sql(sql, params)
                 return cursor if fetch is None else getattr(cursor, fetch)()
         raise AssertionError("unreachable: the last attempt raises")
@@ -1466,7 +1473,7 @@ class PeeweeSessionStore:
         largest = self.sweep_batch_size
         batch, smallest = largest, min(largest, 50)
         sweep_one = self.dialect.sweeper(self)
-        with _Connection(self.db, conflict=self._is_conflict):
+        with _Connection(self.db):
             while True:
                 started = time.perf_counter()
                 count, more = sweep_one(batch)
@@ -1483,7 +1490,7 @@ class PeeweeSessionStore:
     def stats(self) -> Dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         dialect = self.dialect
-        with _Connection(self.db, conflict=self._is_conflict):
+        with _Connection(self.db):
             live, soonest, latest = self.db.execute_sql(dialect.live_stats, _live_window(dialect.db_time)).fetchone()
             expired = self.db.execute_sql(dialect.expired_count, (dialect.now(),)).fetchone()[0]
             size = dialect.table_bytes(self.db, self.table_name)
@@ -1547,6 +1554,8 @@ def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS) -> Iterato
     Inside a transaction that is not the block's own (the app's), a conflict has rolled back or
     doomed more than the block: it is raised at once, for whoever owns the transaction.
     """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1, not %r" % (attempts,))
     if db.in_transaction():
         attempts = 1
     for number in range(attempts):
@@ -2053,6 +2062,20 @@ class SessionCookie:
         cookie.max_age = max_age
         return cookie
 
+    def settings(self) -> tuple:
+        """What a session keeps of its cookie: the lifetime and the attributes (secure is the request's)."""
+        return (self._max_age, self._path, self._domain, self._httponly, self._samesite, self._partitioned,
+                self._priority)
+
+    def restore(self, stored: Any) -> None:
+        """Take the attributes a stored session's cookie JSON holds (express-session keeps them per session,
+        and a request may have changed them); what is missing or not valid stays as it is."""
+        if isinstance(stored, dict):
+            for key, name in _COOKIE_JSON_ATTRIBUTES:
+                if key in stored:
+                    with contextlib.suppress(ValueError):
+                        setattr(self, name, stored[key])
+
     @property
     def max_age(self) -> Optional[float]:
         """The cookie's lifetime in seconds (None: until the browser closes)."""
@@ -2125,6 +2148,10 @@ class SessionCookie:
     def __repr__(self) -> str:
         return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
 
+
+# The cookie JSON's keys restore() takes, with the attribute each sets (secure is decided per request).
+_COOKIE_JSON_ATTRIBUTES = (("path", "path"), ("domain", "domain"), ("httpOnly", "httponly"),
+                           ("sameSite", "samesite"), ("partitioned", "partitioned"), ("priority", "priority"))
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -2202,7 +2229,7 @@ class _Saved(NamedTuple):
     """What the store holds of a session, as this request last read or wrote it."""
 
     data: Dict[str, str]  # each key's value as JSON: the unit of change detection (nested changes show)
-    max_age: Optional[float]  # the lifetime
+    cookie: tuple  # the cookie's lifetime and attributes (SessionCookie.settings())
     expires: Optional[datetime.datetime]  # when the row expires
     token: Optional[str]  # the store's token for the row; None: the store has no row for it
 
@@ -2241,11 +2268,12 @@ class Session(dict):
         self._connection = engine.store.connection()
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
-        self._wrote_lifetime = False  # this request saved another lifetime than it loaded
-        self._lifetime_stale = False  # a save merged into what another request wrote: maybe another lifetime
+        self._wrote_cookie = False  # this request saved another lifetime than it loaded
+        self._cookie_stale = False  # a save merged into what another request wrote: maybe another lifetime
         # The store's failure in this request, kept for the WSGI middleware: the app's framework may turn
         # it into its own 500 page before the middleware sees it (Falcon and Django catch every exception).
         self._store_error: Optional[SessionStoreError] = None
+        self._abandoned: Optional[BaseException] = None  # the request's exception: nothing is saved
 
     # Loading, on first use.
 
@@ -2265,17 +2293,18 @@ class Session(dict):
     def _adopt(self, sid: Optional[str], found: Optional[StoredSession]) -> None:
         """Take a stored session as this one, or start a new one (new id, empty, the default lifetime)."""
         dict.clear(self)  # the placeholder too
-        self._lifetime_stale = False
+        self._cookie_stale = False
         if found is None or sid is None:
             self._id = self._engine.new_id()
             self._cookie = self._engine.new_cookie(self._https, self._engine.max_age)  # its lifetime starts now
-            self._saved = _Saved({}, self._cookie.max_age, None, None)
+            self._saved = _Saved({}, self._cookie.settings(), None, None)
             return
         stored_cookie = found.data.pop("cookie", None)
         dict.update(self, found.data)
         self._id = sid
         self._cookie = self._engine.new_cookie(self._https, _stored_max_age(stored_cookie, self._engine.max_age))
-        self._saved = _Saved(self._encoded(), self._cookie.max_age, found.expires, found.token)
+        self._cookie.restore(stored_cookie)
+        self._saved = _Saved(self._encoded(), self._cookie.settings(), found.expires, found.token)
 
     def _encoded(self) -> Dict[str, str]:
         """Each key (as JSON makes it: a str) with its value as JSON."""
@@ -2285,11 +2314,12 @@ class Session(dict):
                 for key, value in dict.items(self)}
 
     def _changes(self, encoded: Dict[str, str]) -> Tuple[Dict[str, str], List[str], bool]:
-        """What differs from what was last saved: keys set (as JSON), keys removed, and the lifetime."""
+        """What differs from what was last saved: keys set (as JSON), keys removed, and whether the cookie's
+        lifetime or attributes did."""
         saved = self._saved
         changes = {key: text for key, text in encoded.items() if saved.data.get(key) != text}
         removed = [key for key in saved.data if key not in encoded]
-        return changes, removed, self._cookie.max_age != saved.max_age
+        return changes, removed, self._cookie.settings() != saved.cookie
 
     def _check_usable(self) -> None:
         if self._finished:
@@ -2321,12 +2351,12 @@ class Session(dict):
     def _write(self, encoded: Dict[str, str], force: bool = False) -> bool:
         """Store what changed since the last save (a new session whole); returns whether it wrote."""
         saved = self._saved
-        changes, removed, lifetime_changed = self._changes(encoded)
-        if saved.token is not None and not (changes or removed or lifetime_changed or force):
+        changes, removed, cookie_changed = self._changes(encoded)
+        if saved.token is not None and not (changes or removed or cookie_changed or force):
             return False
         self._connection.open()
         cookie = _to_json(self._cookie.to_json())
-        if lifetime_changed:
+        if cookie_changed:
             changes["cookie"] = cookie
         expires = self._row_expiry()
         text = _json_object({"cookie": cookie, **encoded})  # express-session's shape, cookie first
@@ -2337,13 +2367,12 @@ class Session(dict):
             logger.debug("session %.8s... is gone from the store; its changes are dropped", self._id)
             self._adopt(None, None)
             return False
-        self._saved = _Saved(encoded, self._cookie.max_age, expires, token)
-        self._wrote_lifetime = self._wrote_lifetime or lifetime_changed
-        if token == "" and not lifetime_changed:
-            # Merged into a row another request wrote since this one loaded it: the row keeps the lifetime
-            # that one may have set ("remember me"), and this request's cookie, with the lifetime it
-            # loaded, must not replace that request's in the browser (see _finish).
-            self._lifetime_stale = True
+        self._saved = _Saved(encoded, self._cookie.settings(), expires, token)
+        self._wrote_cookie = self._wrote_cookie or cookie_changed
+        # Merged into a row another request wrote since this one loaded it: the row keeps the lifetime
+        # that one may have set ("remember me"), and this request's cookie, with the lifetime it
+        # loaded, must not replace that request's in the browser (see _finish); until it sets its own.
+        self._cookie_stale = not cookie_changed and (token == "" or self._cookie_stale)
         return True
 
     def touch(self) -> None:
@@ -2388,7 +2417,7 @@ class Session(dict):
         if self._saved.token is not None:
             self._connection.open()
             self._store.destroy(self._id)
-            self._saved = _Saved({}, self._saved.max_age, None, None)
+            self._saved = _Saved({}, self._saved.cookie, None, None)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["Session"]:
@@ -2460,6 +2489,9 @@ class Session(dict):
 
     def _finish(self) -> Optional[str]:
         """Save or touch as the options say; the Set-Cookie header to send ("" none), or None if never used."""
+        if self._abandoned is not None:
+            self._finished = True
+            return None
         if not self._loaded:
             if not (self._options.rolling and self._cookie_sid is not None):
                 self._finished = True
@@ -2468,11 +2500,11 @@ class Session(dict):
         self._finished = True
         self._cookie.reset_expiry(_utcnow())
         encoded = self._encoded()
-        changes, removed, lifetime_changed = self._changes(encoded)
-        lifetime_changed = lifetime_changed or self._wrote_lifetime
+        changes, removed, cookie_changed = self._changes(encoded)
+        cookie_changed = cookie_changed or self._wrote_cookie
         # express-session's isModified: a new id, other data or another lifetime than at the start.
         browser_has_id = self._id == self._cookie_sid
-        modified = bool(changes or removed) or lifetime_changed or self._forced
+        modified = bool(changes or removed) or cookie_changed or self._forced
         if self._saved.token is not None:
             wrote = self._write(encoded, force=self._options.resave or self._forced)
             if browser_has_id and not wrote:
@@ -2480,9 +2512,9 @@ class Session(dict):
         elif modified or (self._options.save_uninitialized and not self._destroyed):
             self._write(encoded)  # an empty new session is not stored (saveUninitialized)
         if self._saved.token is not None:
-            if browser_has_id and self._lifetime_stale:
+            if browser_has_id and self._cookie_stale:
                 return ""  # the browser keeps the cookie it has, from the request that wrote the row last
-            if not browser_has_id or self._rolling() or self._signed_with_old_secret or lifetime_changed or (
+            if not browser_has_id or self._rolling() or self._signed_with_old_secret or cookie_changed or (
                     modified and self._cookie.expires is not None):
                 return self._engine.cookie_header(self._cookie, self._id, self._https)
         elif self._destroyed and self._cookie_sid is not None:
@@ -2585,6 +2617,7 @@ class SessionEngine:
         genid: Optional[Callable[[], str]] = None,
         is_redirect: Callable[[BaseException], bool] = lambda exc: False,
         session_class: Type[Session] = Session,
+        secure_over_http: bool = False,
         **store_options: Any,
     ) -> None:
         self.secrets = _check_secrets(secret)
@@ -2612,6 +2645,7 @@ class SessionEngine:
         self.genid = genid or _default_genid
         self.is_redirect = is_redirect  # an exception that ends a request normally: a locked() block ending so is saved
         self.session_class = session_class
+        self.secure_over_http = secure_over_http  # express-session sends a secure cookie over HTTPS only
         self.options = SessionOptions(rolling, resave, save_uninitialized, float(touch_after))
 
     # A request's session, from start to end.
@@ -2649,6 +2683,18 @@ class SessionEngine:
             headers.append(("Set-Cookie", set_cookie))
         return headers
 
+    def abandon(self, session: Session, exc: BaseException) -> None:
+        """The request failed with exc, which its framework answers with an error page: save nothing."""
+        session._abandoned = exc
+
+    def abandoned(self, session: Session) -> Optional[BaseException]:
+        """What the session's request was abandoned for (see abandon), if it was."""
+        return session._abandoned
+
+    def store_error(self, session: Session) -> Optional[SessionStoreError]:
+        """The store's last failure in the session's request (the app may have made its own page of it)."""
+        return session._store_error
+
     def release(self, session: Session) -> None:
         """End the session's request: its connection goes back, and a later change raises RuntimeError."""
         session._release()
@@ -2676,7 +2722,7 @@ class SessionEngine:
 
     def cookie_header(self, cookie: SessionCookie, sid: Optional[str], https: bool) -> str:
         """The Set-Cookie value for a session id (None: one that clears the cookie); "" when it can't be sent."""
-        if cookie.secure and not https:
+        if cookie.secure and not https and not self.secure_over_http:
             logger.debug("not sending the secure session cookie over plain HTTP")
             return ""
         if sid is None:
@@ -2711,6 +2757,22 @@ def _is_https(environ: dict, trust_proxy: bool) -> bool:
 
 
 # -- Adapters: Bottle, plain WSGI and Flask, each a thin layer on SessionEngine -----------------
+
+# What an adapter answers with its error_status: the store can't serve now, or lost a conflict, both
+# worth a retry. Anything else (bad input among it) is the app's error, as raised: never "retry later".
+_RETRY_LATER = (SessionStoreUnavailable, SessionConflict)
+_RETRY_LATER_TEXT = "The session store is unavailable; please retry.\n"
+_RETRY_AFTER_S = "5"
+
+
+def _answering(status: int, exc: BaseException) -> None:
+    logger.warning("answering %d: %s", status, exc)
+
+
+def _apply_headers(headers: List[Tuple[str, str]], add: Callable, replace: Callable) -> None:
+    """SessionEngine.finish()'s headers onto a response: Set-Cookie added, the others in place of its own."""
+    for name, value in headers:
+        (add if name == "Set-Cookie" else replace)(name, value)
 
 
 def _takes_argument(callback: Callable, name: str) -> bool:
@@ -2775,11 +2837,7 @@ class SessionPlugin:
         options = engine.options.overridden(route.config.get, self.name)
 
         def finish(session: Session, response: Any) -> None:
-            for name, value in engine.finish(session, response.get_header):
-                if name == "Set-Cookie":
-                    response.add_header(name, value)
-                else:
-                    response.set_header(name, value)
+            _apply_headers(engine.finish(session, response.get_header), response.add_header, response.set_header)
 
         def with_session(*args, **kwargs):
             session = engine.open_environ(bottle.request.environ, options)
@@ -2794,12 +2852,12 @@ class SessionPlugin:
                     raise
                 finish(session, result if isinstance(result, bottle.HTTPResponse) else bottle.response)
                 return result
-            except SessionStoreError as exc:
+            except _RETRY_LATER as exc:
                 if self.error_status is None:
                     raise
-                logger.warning("answering %d: %s", self.error_status, exc)
-                raise bottle.HTTPError(self.error_status, "The session store is unavailable; please retry.",
-                                       exc, headers={"Retry-After": "5"}) from exc
+                _answering(self.error_status, exc)
+                raise bottle.HTTPError(self.error_status, _RETRY_LATER_TEXT, exc,
+                                       headers={"Retry-After": _RETRY_AFTER_S}) from exc
             finally:
                 engine.release(session)
 
@@ -2844,8 +2902,9 @@ class SessionMiddleware:
         replaced: List[str] = []
 
         def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
-            failure = session._store_error
-            if failure is not None and self.error_status is not None and status[:1] == "5" and not started:
+            failure = engine.store_error(session)
+            if isinstance(failure, _RETRY_LATER) and self.error_status is not None and status[:1] == "5" \
+                    and not started:
                 # The store failed in the app and its framework answered with its own error page (Falcon
                 # and Django catch every exception): answer error_status instead, saving nothing.
                 status, headers = _unavailable(self.error_status, failure)
@@ -2862,7 +2921,7 @@ class SessionMiddleware:
 
         try:
             result = self.app(environ, start_session_response)
-        except SessionStoreError as exc:
+        except _RETRY_LATER as exc:
             engine.release(session)
             if self.error_status is None or started:
                 raise
@@ -2880,14 +2939,15 @@ class SessionMiddleware:
         self.engine.close()
 
 
-_UNAVAILABLE = b"The session store is unavailable; please retry.\n"
+_UNAVAILABLE = _RETRY_LATER_TEXT.encode("ascii")
 
 
-def _unavailable(status: int, exc: SessionStoreError) -> Tuple[str, List[Tuple[str, str]]]:
+def _unavailable(status: int, exc: BaseException) -> Tuple[str, List[Tuple[str, str]]]:
     """The status line and headers of the middleware's error_status response."""
-    logger.warning("answering %d: %s", status, exc)
+    _answering(status, exc)
     phrase = http.HTTPStatus(status).phrase
-    return "%d %s" % (status, phrase), [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "5")]
+    return "%d %s" % (status, phrase), [("Content-Type", "text/plain; charset=utf-8"),
+                                        ("Retry-After", _RETRY_AFTER_S)]
 
 
 def _wsgi_header(headers: List[Tuple[str, str]], name: str) -> Optional[str]:
@@ -2941,8 +3001,8 @@ def _flask_session_class() -> Type[Session]:
         def modified(self) -> bool:
             """Whether the request changed the session; set it to True to save it unchanged."""
             self._load()
-            changes, removed, lifetime_changed = self._changes(self._encoded())
-            return self._forced or bool(changes or removed) or lifetime_changed
+            changes, removed, cookie_changed = self._changes(self._encoded())
+            return self._forced or bool(changes or removed) or cookie_changed
 
         @modified.setter
         def modified(self, value: bool) -> None:
@@ -2987,22 +3047,22 @@ class FlaskSessionInterface:
         if not isinstance(db_or_store, PeeweeSessionStore):
             store_options = {key: options.pop(key) for key in list(options) if key in _STORE_OPTIONS}
             db_or_store = PeeweeSessionStore(db_or_store, **store_options)
+        import flask
+
         self.store = db_or_store
         self.options = options
         self.error_status = error_status
-        self._engines: Dict[Any, Tuple[tuple, SessionEngine]] = {}
+        self._engines: "weakref.WeakKeyDictionary[Any, Tuple[tuple, SessionEngine]]" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        # Flask answers an uncaught exception with its error page, and still saves the session then.
+        flask.got_request_exception.connect(self._abandon, weak=False)
 
     def _engine(self, app: Any) -> Optional[SessionEngine]:
-        """The app's engine, made again when its secrets change; None without app.secret_key."""
+        """The app's engine, made again when its secrets or settings change; None without app.secret_key."""
         if not app.secret_key:
             return None
-        secrets_ = tuple([app.secret_key, *reversed(app.config.get("SECRET_KEY_FALLBACKS") or [])])
-        secrets_ = tuple(s.decode("utf-8") if isinstance(s, bytes) else s for s in secrets_)
-        known = self._engines.get(app)
-        if known is not None and known[0] == secrets_:
-            return known[1]
         config = app.config
+        secrets_ = [_text_secret(key) for key in [app.secret_key, *(config.get("SECRET_KEY_FALLBACKS") or [])]]
         settings = {
             "cookie_name": config["SESSION_COOKIE_NAME"],
             "domain": config.get("SESSION_COOKIE_DOMAIN") or None,
@@ -3015,11 +3075,22 @@ class FlaskSessionInterface:
             "rolling": bool(config.get("SESSION_REFRESH_EACH_REQUEST", True)),
         }
         settings.update(self.options)
-        engine = SessionEngine(self.store, secret=list(secrets_), is_redirect=_is_flask_redirect,
-                               session_class=_flask_session_class(), **settings)
+        known, key = self._engines.get(app), (tuple(secrets_), tuple(settings.items()))
+        if known is not None and known[0] == key:
+            return known[1]
+        # A secure cookie goes out over plain HTTP too, as Flask's own (behind a proxy without ProxyFix).
+        engine = SessionEngine(self.store, secret=secrets_, is_redirect=_is_flask_redirect,
+                               session_class=_flask_session_class(), secure_over_http=True, **settings)
         with self._lock:
-            self._engines[app] = (secrets_, engine)
+            self._engines[app] = (key, engine)
         return engine
+
+    def _abandon(self, sender: Any, exception: BaseException, **extra: Any) -> None:
+        import flask
+
+        engine, session = self._engines.get(sender), cast(Any, flask.session)._get_current_object()
+        if engine is not None and isinstance(session, Session):
+            engine[1].abandon(session, exception)
 
     # Flask's SessionInterface.
 
@@ -3042,27 +3113,31 @@ class FlaskSessionInterface:
         if engine is None:
             return
         try:
-            failure = sys.exc_info()[1]
-            if isinstance(failure, SessionStoreError) and self.error_status is not None:
+            failure = engine.abandoned(session)
+            if isinstance(failure, _RETRY_LATER) and self.error_status is not None:
                 raise failure  # the store failed in the view and Flask made its 500 page of it: as below
-            if failure is not None:
-                return  # Flask is answering an uncaught exception with its error page: save nothing
-            headers = engine.finish(session, response.headers.get)
-        except SessionStoreError as exc:
+            headers = engine.finish(session, response.headers.get)  # nothing for an abandoned session
+        except _RETRY_LATER as exc:
             if self.error_status is None:
                 raise
-            logger.warning("answering %d: %s", self.error_status, exc)
+            _answering(self.error_status, exc)
             response.status_code = self.error_status
-            response.headers["Retry-After"] = "5"
-            response.set_data(b"The session store is unavailable; please retry.\n")
+            response.headers["Retry-After"] = _RETRY_AFTER_S
+            response.set_data(_RETRY_LATER_TEXT)
             return
         finally:
             engine.release(session)
-        for name, value in headers:
-            if name == "Set-Cookie":
-                response.headers.add(name, value)
-            else:
-                response.headers[name] = value
+        _apply_headers(headers, response.headers.add, response.headers.set)
+
+
+def _text_secret(secret: Any) -> str:
+    """Flask's secret_key as the text that signs: bytes as UTF-8, or (os.urandom's) as their hex digits."""
+    if isinstance(secret, bytes):
+        try:
+            return secret.decode("utf-8")
+        except UnicodeDecodeError:
+            return secret.hex()  # a Node app sharing the cookie takes the same hex text as its secret
+    return secret
 
 
 _STORE_OPTIONS = frozenset(inspect.signature(PeeweeSessionStore).parameters) - {"db"}

@@ -567,7 +567,11 @@ def check_cookie_options(header):
 def test_cookie_attributes_as_configured(make_client, adapter):
     client = make_client(adapter, **COOKIE_OPTIONS)
     check_cookie_options(session_cookie(client.get("/count", extra_environ=HTTPS)))
-    assert session_cookie(client.fresh().get("/count")) is None  # a secure cookie is never sent over HTTP
+    over_http = session_cookie(client.fresh().get("/count"))
+    if adapter == "flask":  # as Flask's own sessions: behind a TLS proxy without ProxyFix the app sees HTTP
+        check_cookie_options(over_http)
+    else:  # express-session's rule: a secure cookie is never sent over HTTP
+        assert over_http is None
 
 
 def test_defaults_are_httponly_with_path_slash(make_client, adapter):
@@ -883,3 +887,72 @@ def test_store_down_answers_error_status(adapter, down_store, with_cookie):
     # request with a cookie loads its session at the end: it too is answered with error_status).
     response = client.get("/plain", headers=A_COOKIE)
     assert response.text == "no session here"
+
+
+# -- What a cold review found ----------------------------------------------------------------------
+
+
+def test_a_cookie_attribute_set_by_a_request_is_saved_sent_and_kept(make_client, adapter, store):
+    """As express-session keeps a session's cookie settings: a request may change them for its session."""
+    client = make_client(adapter)
+    client.get("/count")
+
+    def narrow(session):
+        session.cookie.path = "/app"
+        session.cookie.samesite = "Strict"
+        return "narrowed"
+
+    client.hooks["narrow"] = narrow
+    header = session_cookie(client.get("/hook?name=narrow"))
+    assert header is not None and attributes(header)["path"] == "/app" and attributes(header)["samesite"] == "Strict"
+    stored = store.get(client.sid)["cookie"]
+    assert stored["path"] == "/app" and stored["sameSite"] == "strict"
+    client.hooks["look"] = lambda session: "%s %s" % (session.cookie.path, session.cookie.samesite)
+    assert client.get("/hook?name=look").text == "/app Strict"  # restored from the stored session
+
+
+def test_a_cookie_attribute_set_at_run_time_is_checked(make_client, adapter, store):
+    client = make_client(adapter)
+
+    def inject(session):
+        for name, value in (("path", "/a; Domain=evil.example"), ("domain", "evil.example; Secure"),
+                            ("samesite", "None; Priority=High"), ("priority", "urgent"), ("httponly", "yes")):
+            try:
+                setattr(session.cookie, name, value)
+            except ValueError:
+                continue
+            return "accepted %s" % name
+        return "all refused"
+
+    client.hooks["inject"] = inject
+    assert client.get("/hook?name=inject").text == "all refused"
+
+
+def test_bad_input_is_never_answered_as_unavailable(make_client, adapter, store):
+    """With error_status, a value that can't be stored is the app's error (a 500), never "retry later"."""
+    client = make_client(adapter, error_status=503)
+    client.get("/count")
+
+    def unstorable(session):
+        session["when"] = datetime.datetime.now()
+        return "set"
+
+    client.hooks["unstorable"] = unstorable
+    assert client.get("/hook?name=unstorable", status=500, expect_errors=True).status_int == 500
+    assert store.get(client.sid)["n"] == 1
+
+
+def test_flask_takes_a_bytes_secret_key_that_is_not_utf8(store):
+    client = build_client("flask", store)
+    client.wsgi.secret_key = b"\xff\xfe" + bytes(range(30))  # os.urandom(32), say
+    assert client.get("/count").text == "1" and client.get("/count").text == "2"
+
+
+def test_flask_saves_a_request_served_inside_an_except_block(store):
+    """Only an exception of the request's own stops the save, not one the server happens to be handling."""
+    client = build_client("flask", store)
+    try:
+        raise KeyError("the server's own, being handled")
+    except KeyError:
+        assert client.get("/count").text == "1" and client.get("/count").text == "2"
+    assert store.get(client.sid)["n"] == 2

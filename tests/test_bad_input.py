@@ -240,3 +240,14 @@ def test_a_session_key_that_is_not_a_str_is_refused_by_name_and_the_stored_sessi
     assert client.get("/count").text == "2"
     with pytest.raises(TypeError, match="session key .* cannot be stored"):
         plugin.store.patch(next(iter(plugin.store.all())), {key: "x"})
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_a_session_past_max_allowed_packet_is_refused_not_an_outage(make_store):
+    """The server would drop the connection ("gone away"): bad input, refused before any statement."""
+    store = make_store(max_session_size=None)
+    store.set("s", SESS)
+    big = "x" * (store.dialect.max_packet // 2 + 1)
+    with pytest.raises(ValueError, match="max_allowed_packet"):
+        store.set("s", dict(SESS, big=big))
+    assert store.get("s") == SESS

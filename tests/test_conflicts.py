@@ -142,3 +142,11 @@ def test_a_knex_table_with_a_case_insensitive_collation_still_compares_ids_exact
         assert store.get("alice-id")["user"] == "alice" and store.get("ALICE-ID")["user"] == "mallory"
     finally:
         drop_table(db, table_name)
+
+
+def test_run_locked_needs_an_attempt(store):
+    from peewee_sessions import SessionEngine
+
+    session = SessionEngine(store, secret="s").open("", https=False)
+    with pytest.raises(ValueError, match="attempts"):
+        session.run_locked(lambda s: None, attempts=0)

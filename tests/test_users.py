@@ -399,3 +399,17 @@ def test_the_plugin_needs_nothing_but_the_id_in_the_session(db, table_name):
     finally:
         plugin.close()
         drop_table(db, table_name)
+
+
+def test_text_a_user_index_can_not_read_is_refused_by_name_and_the_stored_session_kept(make_store):
+    """PostgreSQL's user index decodes the JSON, whose text holds no NUL nor lone surrogate: refused at
+    save as bad input, naming the key, on every database alike for the user id itself."""
+    store = make_store(user_key="user_id")
+    store.set("s", session(user_id=7, ok=1))
+    if store.dialect.name == "postgresql":
+        for value in ("a\x00b", "\ud800"):
+            with pytest.raises(TypeError, match="note"):
+                store.patch("s", {"note": value})
+        assert store.get("s") == session(user_id=7, ok=1)
+    with pytest.raises(ValueError, match="NUL"):
+        store.sessions_of("a\x00b")
