@@ -1221,9 +1221,10 @@ class PeeweeSessionStore:
                 % (dialect.user_index_name, self.table_name, self.user_key))
         if not self.create_table:
             raise TableMissingError(
-                "the session table %r has no index %s, which user_key=%r needs; create it "
-                "(`peewee-sessions sql --user-key %s`) or pass create_table=True"
-                % (self.table_name, dialect.user_index_name, self.user_key, self.user_key))
+                "the session table %r has no index %s, which user_key=%r needs: add it with `peewee-sessions "
+                "--db URL --table %s create-table --user-key %s` (or print it with `sql --user-key`), or make "
+                "the store with create_table=True"
+                % (self.table_name, dialect.user_index_name, self.user_key, self.table_name, self.user_key))
         try:
             for statement in dialect.user_index:
                 self.db.execute_sql(statement)
@@ -3310,7 +3311,8 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         _COMMANDS[args.command](store, args, out, err, existed)
     except TableMissingError as exc:
         if existed:  # the table is there, without the index --user-key needs
-            raise _CommandError("%s (add it with `create-table --user-key %s`)" % (exc, user_key),
+            raise _CommandError("the table %r has no user index for --user-key %s: add it with "
+                                "`create-table --user-key %s`" % (args.table, user_key, user_key),
                                 EXIT_NO_TABLE) from None
         raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
                             EXIT_NO_TABLE) from None
