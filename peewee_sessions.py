@@ -142,9 +142,14 @@ def _iso_z(value: datetime.datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _expiry_from_db(value: Union[str, int, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
+    if isinstance(value, int):  # microseconds since the epoch (PostgreSQL's expiry_text)
+        return _EPOCH + datetime.timedelta(microseconds=value)
     return _as_utc(value)
 
 
@@ -338,16 +343,28 @@ def _database_of(db: peewee.Database) -> peewee.Database:
     return db
 
 
+def _clamped(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) kept within years 1000-9000.
+
+    Only a damaged row holds a time outside them ('infinity', say, which no driver reads as a
+    datetime): clamped, such an expiry reads as absurd (_checked_expiry) and its row as no session.
+    """
+    return f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
+
+
 def _utc_text(column: str, aggregate: str = "") -> str:
     """PostgreSQL: a timestamptz column (or an aggregate of it) as ISO text in UTC, whatever the session's
-    DateStyle and TimeZone; NULL stays NULL.
+    DateStyle and TimeZone; NULL stays NULL. Fixed-width, so the texts sort as the times do."""
+    return f"""to_char({_clamped(column, aggregate)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
-    psycopg 3 parses timestamps only in the ISO DateStyle, and refuses years outside 1-9999
-    ('infinity', say), which only a damaged row holds: clamped, such an expiry reads as absurd
-    (_checked_expiry) and its row as no session. Fixed-width, so the texts sort as the times do.
+
+def _epoch_microseconds(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) as whole microseconds since the epoch.
+
+    An instant, whatever the session's DateStyle and TimeZone, and exact (timestamptz holds
+    microseconds); a number is cheaper to make and to read than text. NULL stays NULL.
     """
-    clamped = f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
-    return f"""to_char({clamped} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    return f"CAST(EXTRACT(EPOCH FROM {_clamped(column, aggregate)}) * 1000000 AS BIGINT)"
 
 
 class _Dialect:
@@ -433,11 +450,52 @@ class _Dialect:
     def check_storable(self, sid: str, data: str) -> None:
         """Refuse, before any statement, a JSON text that this database would refuse."""
 
+    # The store's own connection per thread (PeeweeSessionStore._run).
+
+    def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
+        """A database for the store's own connection in each thread: db's class without its pool, with
+        db's connect parameters and settings, and no connection yet (None: use db's connections).
+
+        Instance attributes that are functions (a test's wrapper of execute_sql, say) stay db's.
+        """
+        plain = next(cls for cls in type(db).__mro__
+                     if issubclass(cls, peewee.Database) and not issubclass(cls, PooledDatabase))
+        own = plain.__new__(plain)
+        own.__dict__.update({key: value for key, value in vars(db).items() if not callable(value)})
+        own._state = peewee._ConnectionLocal()  # per thread, whatever db's thread_safe
+        own._lock = threading.Lock()
+        _OWN_DATABASES.add(own)
+        return own
+
+    def lost(self, connection: Any, exc: BaseException) -> bool:
+        """Whether a statement's error means the server dropped the connection (it is unusable)."""
+        return bool(getattr(connection, "closed", False))  # psycopg 2 and 3 mark a dropped connection
+
 
 class _SqliteDialect(_Dialect):
     name = "sqlite"
     atomic_args = ("IMMEDIATE",)  # no row locks: the write lock, taken before the read
     lock_clause = ""
+    journal_mode = "wal"
+
+    @classmethod
+    def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
+        dialect = cls(db, table, sid_column)
+        dialect.journal_mode = str(db.execute_sql("PRAGMA journal_mode").fetchone()[0]).lower()
+        if dialect.journal_mode not in ("wal", "memory"):
+            logger.warning(
+                "SQLite database %s is in %s journal mode: the session store uses the app's connection, "
+                "opened and closed for each request that has none, because in this mode a connection of its "
+                "own would wait for the app's readers in the same thread. Open the database with "
+                "pragmas={'journal_mode': 'wal'} (a lasting change to the file) so that the store keeps a "
+                "connection per thread and readers never wait for a write.",
+                db.database, dialect.journal_mode)
+        return dialect
+
+    def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
+        # Only in WAL mode: otherwise a write on a second connection of a thread waits for the app's
+        # open reads on its first (until the busy timeout); and an in-memory database is per connection.
+        return super().own_database(db) if self.journal_mode == "wal" else None
 
 
 class _PostgresqlDialect(_Dialect):
@@ -447,7 +505,7 @@ class _PostgresqlDialect(_Dialect):
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
         super().__init__(db, table, sid_column)
-        t, sid, p, expiry = self.table, self.sid, self.param, self.expiry_text("expired")
+        t, sid, p, expiry = self.table, self.sid, self.param, _utc_text("expired")
         # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
         self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
                             f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
@@ -474,7 +532,7 @@ class _PostgresqlDialect(_Dialect):
         return f"CAST({column} AS TEXT)"  # the driver would decode json itself: every backend decodes alike
 
     def expiry_text(self, column: str, aggregate: str = "") -> str:
-        return _utc_text(column, aggregate)
+        return _epoch_microseconds(column, aggregate)
 
     def same_text(self, param: str) -> str:
         return f"CAST(sess AS TEXT) = {param}"
@@ -493,6 +551,7 @@ class _PostgresqlDialect(_Dialect):
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
 # end of life).
 _MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
+_MYSQL_LOST = frozenset((1927, 2006, 2013, 4031))
 
 
 class _MysqlDialect(_Dialect):
@@ -555,6 +614,11 @@ class _MysqlDialect(_Dialect):
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
         return _scalar(db, "SELECT data_length + index_length FROM information_schema.tables "
                            f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
+
+    def lost(self, connection: Any, exc: BaseException) -> bool:
+        # PyMySQL closes a connection whose socket failed; the server's "killed", "gone away", "lost"
+        # and "disconnected for inactivity" may come first, as a statement's error.
+        return not getattr(connection, "open", True) or bool(exc.args and exc.args[0] in _MYSQL_LOST)
 
     def check_storable(self, sid: str, data: str) -> None:
         # MySQL's JSON refuses a lone UTF-16 surrogate (a str from bytes decoded with surrogateescape, say),
@@ -782,6 +846,9 @@ class PeeweeSessionStore:
         self._sweeper = _Sweeper(self, sweep_interval, on_cleanup_error)
         self._lock = threading.Lock()
         self._dialect: Optional[_Dialect] = None
+        # The store's own connection per thread (see _run), and the database it copies.
+        self._own_db: Optional[peewee.Database] = None
+        self._own_source: Optional[peewee.Database] = None
         # A DatabaseProxy may be initialized after the store is made, and a server may
         # be down while the app starts: then the table is checked on first use instead.
         if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:
@@ -804,8 +871,10 @@ class PeeweeSessionStore:
                 # Closed for good, not put back in a pool: a store made in a process that forks its
                 # workers (gunicorn --preload) would leave them all one shared socket.
                 with _Connection(self.db, discard=True):
-                    dialect = dialect_class.for_server(_database_of(self.db), self.table_name, self.sid_field_name)
+                    source = _database_of(self.db)
+                    dialect = dialect_class.for_server(source, self.table_name, self.sid_field_name)
                     self._ensure_table()  # not on a server the store refuses
+                self._own_db, self._own_source = dialect.own_database(source), source
                 self._dialect = dialect
             return self._dialect
 
@@ -825,7 +894,8 @@ class PeeweeSessionStore:
                 raise
 
     def connection(self) -> _Connection:
-        """A context that opens a connection if this thread has none, and closes only what it opened."""
+        """A context that opens the app's database connection if this thread has none, and closes only
+        what it opened (the store's own statements outside a transaction use a connection of its own)."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
 
     @contextlib.contextmanager
@@ -844,11 +914,44 @@ class PeeweeSessionStore:
             connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
-        """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall()."""
+        """Run one statement: the cursor, or its fetchone()/fetchall().
+
+        In the app's transaction when this thread has one open (transaction() and locked() among
+        them), so that it commits or rolls back with it; else on the store's own connection (_run).
+        """
         self._sweeper.start_if_needed()
-        with _Connection(self.db):
-            cursor = self.db.execute_sql(sql, params)
-            return cursor if fetch is None else getattr(cursor, fetch)()
+        db, own = self.db, self._own_db
+        if own is None or db.in_transaction() or _database_of(db) is not self._own_source:
+            with _Connection(db):
+                cursor = db.execute_sql(sql, params)
+                return cursor if fetch is None else getattr(cursor, fetch)()
+        return self._run(own, sql, params, fetch)
+
+    def _run(self, own: peewee.Database, sql: str, params: tuple, fetch: Optional[str]) -> Any:
+        """Run one statement on this thread's own connection of the store, opened on first use and kept.
+
+        Kept as Django keeps its persistent connections: a request then makes no round trip of its
+        own (no connect, nor a pool's check-out ping and check-in ROLLBACK). A connection the server
+        dropped (a restart, an idle timeout, a KILL) is replaced and the statement run again, once:
+        every statement of the store outside a transaction gives the same result when repeated.
+        """
+        for attempt in (1, 2):
+            connection = None
+            try:
+                connection = own.connection()  # opens it when this thread has none
+                cursor = own.execute_sql(sql, params)
+                return cursor if fetch is None else getattr(cursor, fetch)()
+            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+                lost = connection is not None and self.dialect.lost(connection, exc)
+                if lost:
+                    try:
+                        own.close()
+                    except (peewee.DatabaseError, peewee.InterfaceError):
+                        pass  # gone either way
+                if not lost or attempt == 2:
+                    raise _translated(exc) from exc
+                logger.info("the session database dropped this thread's connection (%s); reconnecting",
+                            str(exc).strip())
 
     # express-session's store API.
 
@@ -1058,7 +1161,14 @@ class PeeweeSessionStore:
         self.dialect.check_storable(sid, data)
 
     def close(self) -> None:
-        """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
+        """Stop the sweeper and close this thread's own connection of the store (and the database if the
+        store made it and no sweep still uses it). Other threads' own connections close as those end."""
+        own = self._own_db
+        if own is not None:
+            try:
+                own.close()
+            except (peewee.DatabaseError, peewee.InterfaceError):
+                pass
         if self._sweeper.stop() and self._owns_db:
             self.db.close_all()
 
@@ -1356,11 +1466,20 @@ class _Sweeper:
 
 
 _SWEEPERS: "weakref.WeakSet[_Sweeper]" = weakref.WeakSet()
+# The stores' own databases (_Dialect.own_database), and the connections a forked child must never use
+# nor close: closing one (psycopg2 tells the server goodbye) would end the parent's session on the server.
+_OWN_DATABASES: "weakref.WeakSet[peewee.Database]" = weakref.WeakSet()
+_FORK_ORPHANS: List[Any] = []
 
 
 def _restart_sweepers_after_fork() -> None:
     for sweeper in list(_SWEEPERS):
         sweeper._after_fork()
+    for own in list(_OWN_DATABASES):  # the forking thread's; the child's first statement opens its own
+        if own._state.conn is not None:
+            _FORK_ORPHANS.append(own._state.conn)
+        own._state.reset()
+        own._lock = threading.Lock()  # another thread of the parent may have held it
 
 
 @atexit.register
@@ -1735,7 +1854,6 @@ class Session(dict):
         self._https = https
         self._cookie_sid = cookie_sid  # the verified id the browser sent, if any
         self._signed_with_old_secret = old_secret
-        self._connection = engine.store.connection()
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_lifetime = False  # this request saved another lifetime than it loaded
@@ -1749,7 +1867,6 @@ class Session(dict):
             raise RuntimeError(_AFTER_RESPONSE)
         found = None
         if self._cookie_sid is not None:
-            self._connection.open()
             found = self._store.load(self._cookie_sid)
         self._adopt(self._cookie_sid, found)
         self._is_new = found is None
@@ -1816,7 +1933,6 @@ class Session(dict):
         changes, removed, lifetime_changed = self._changes(encoded)
         if saved.token is not None and not (changes or removed or lifetime_changed or force):
             return False
-        self._connection.open()
         cookie = _to_json(self._cookie.to_json())
         if lifetime_changed:
             changes["cookie"] = cookie
@@ -1841,7 +1957,6 @@ class Session(dict):
             self._touch_row()
 
     def _touch_row(self) -> None:
-        self._connection.open()
         self._store.touch(self._id, {"cookie": self._cookie.to_json()}, token=self._saved.token)
         self._saved = self._saved._replace(expires=self._row_expiry())
 
@@ -1867,13 +1982,11 @@ class Session(dict):
         self._check_usable()
         found = None
         if self._saved.token is not None:
-            self._connection.open()
             found = self._store.load(self._id)
         self._adopt(self._id, found)
 
     def _delete_row(self) -> None:
         if self._saved.token is not None:
-            self._connection.open()
             self._store.destroy(self._id)
             self._saved = _Saved({}, self._saved.max_age, None, None)
 
@@ -1890,7 +2003,6 @@ class Session(dict):
         saved.
         """
         self._check_usable()
-        self._connection.open()
         outer, before, redirect = self._locked, None, None
         try:
             with self._store.transaction():  # a new session has no row to lock, but the app's statements roll back
@@ -1965,7 +2077,6 @@ class Session(dict):
 
     def _release(self) -> None:
         self._finished = True
-        self._connection.close()
 
     def __copy__(self) -> dict:
         return self.copy()  # a plain dict: a copy has no request to be saved with
@@ -2009,7 +2120,7 @@ class SessionEngine:
 
     For each request, open() reads the cookie and makes the request's Session (loaded on
     first use); finish() saves, touches or does nothing and returns the headers to send;
-    release() gives its connection back. The options are SessionPlugin's (see the README).
+    release() ends it. The options are SessionPlugin's (see the README).
     """
 
     def __init__(
@@ -2099,7 +2210,7 @@ class SessionEngine:
         return headers
 
     def release(self, session: Session) -> None:
-        """End the session's request: its connection goes back, and a later change raises RuntimeError."""
+        """End the session's request: a later change raises RuntimeError."""
         session._release()
 
     # What sessions ask of it.
