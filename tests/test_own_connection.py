@@ -10,7 +10,7 @@ import peewee
 import pytest
 
 from conftest import Counter, build_app, drop_table, open_database, open_pooled_database, server_url
-from peewee_sessions import PeeweeSessionStore
+from peewee_sessions import PeeweeSessionStore, SessionStoreUnavailable
 
 SESS = {"cookie": {"originalMaxAge": 86400000}, "n": 1}
 BACKEND_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
@@ -224,3 +224,34 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(st
     assert store.get("s2")["n"] == 1
     if parent_connection is not None:  # survived the child: not dropped and replaced by _run
         assert store._own_db._state.conn is parent_connection
+
+
+def test_a_pool_with_no_free_connection_is_an_unavailable_store(backend, tmp_path, table_name):
+    """playhouse.pool's MaxConnectionsExceeded is a ValueError: it must come out as the store's own error.
+
+    Only what runs in a transaction (locked(), a merge) takes a connection of the app's pool."""
+    threads = {"check_same_thread": False} if backend == "sqlite" else {}
+    db = open_pooled_database(backend, tmp_path, max_connections=1, **threads)
+    store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_only_connection():
+        with db.connection_context():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        if store._own_db is not None:  # (not SQLite in rollback-journal mode, as this pool opens it)
+            assert store.get("anyone") is None  # the store's own connection: not the pool's
+        with pytest.raises(SessionStoreUnavailable, match="pool"):
+            with store.locked("anyone"):
+                pass
+    finally:
+        release.set()
+        holder.join()
+        store.close()
+        drop_table(db, table_name)
+        db.close_all()
