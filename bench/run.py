@@ -194,6 +194,20 @@ def sweep_section(backends, expired, live):
     return "\n".join(lines)
 
 
+def write(args, started, sections, notes):
+    machine_text = sections[0][1] + "\n- Load average at the end: %s" % " ".join(
+        "%.2f" % load for load in os.getloadavg())
+    text = ["# Benchmarks", "",
+            "Measured by `python bench/run.py` on %s (%.0f minutes)%s. Re-run it to refresh every table below; "
+            "the machine is noisy, so read ratios measured in the same run, not absolute numbers." % (
+                started.strftime("%Y-%m-%d %H:%M UTC"),
+                (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60,
+                " with --quick" if args.quick else "")]
+    for title, body in [("Machine", machine_text)] + sections[1:]:
+        text += ["", "## " + title, "", body]
+    Path(args.output).write_text("\n".join(text) + "\n\n" + NOTES_MARKER + notes)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for trying the script")
@@ -201,33 +215,25 @@ def main():
     parser.add_argument("--http-runs", type=int, default=3, help="runs of the HTTP benchmark (default 3)")
     parser.add_argument("--no-sweep", action="store_true", help="leave out the sweep benchmark (section 4)")
     args = parser.parse_args()
-    quick, full = (2000, 2, 1, 50000, 5000), (10000, 6, 1, 1000000, 100000)
+    quick, full = (2000, 2, 1, 50000, 5000), (10000, 4, 1, 1000000, 100000)
     ops, seconds, warmup, expired, live = quick if args.quick else full
     started = datetime.datetime.now(datetime.timezone.utc)
-    sections = [
-        ("Machine", machine()),
-        ("1. Store operations", store_section(["sqlite", "postgresql", "mysql"], ops)),
+    old = Path(args.output).read_text() if Path(args.output).exists() else ""
+    notes = old.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in old else "\n\n## Notes\n\n(none yet)\n"
+    sections = [("Machine", machine())]
+    parts = [
+        ("1. Store operations", lambda: store_section(["sqlite", "postgresql", "mysql"], ops)),
         ("2. HTTP: what a session costs per request (gunicorn gthread 1 worker × 4 threads, or one Node "
          "process; wrk, 4 connections)",
-         http_section(["postgresql", "mysql", "sqlite"], seconds, warmup, args.http_runs, CHART)),
-        ("3. Queries per request", queries_section(["sqlite", "postgresql", "mysql"])),
+         lambda: http_section(["postgresql", "mysql", "sqlite"], seconds, warmup, args.http_runs, CHART)),
+        ("3. Queries per request", lambda: queries_section(["sqlite", "postgresql", "mysql"])),
     ]
     if not args.no_sweep:
         title = "4. Sweep: %d expired rows among %d live ones, while a reader calls get()" % (expired, live)
-        sections.append((title, sweep_section(["postgresql", "mysql"], expired, live)))
-    old = Path(args.output).read_text() if Path(args.output).exists() else ""
-    notes = old.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in old else "\n\n## Notes\n\n(none yet)\n"
-    text = ["# Benchmarks", "",
-            "Measured by `python bench/run.py` on %s (%.0f minutes)%s. Re-run it to refresh every table below; "
-            "the machine is noisy, so read ratios measured in the same run, not absolute numbers." % (
-                started.strftime("%Y-%m-%d %H:%M UTC"),
-                (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60,
-                " with --quick" if args.quick else "")]
-    sections[0] = ("Machine", sections[0][1] + "\n- Load average at the end: %s" % " ".join(
-        "%.2f" % load for load in os.getloadavg()))
-    for title, body in sections:
-        text += ["", "## " + title, "", body]
-    Path(args.output).write_text("\n".join(text) + "\n\n" + NOTES_MARKER + notes)
+        parts.append((title, lambda: sweep_section(["postgresql", "mysql"], expired, live)))
+    for title, section in parts:  # the file is written after each part: a part that fails keeps the others
+        sections.append((title, section()))
+        write(args, started, sections, notes)
     print("wrote", args.output)
 
 

@@ -77,7 +77,7 @@ class Visitor:
 
     def walk(self, name):
         return [self.request("GET", "/"), self.request("POST", "/login", urllib.parse.urlencode({"name": name})),
-                self.request("GET", "/me"), self.request("GET", "/"), self.request("POST", "/logout")]
+                self.request("GET", "/sessions"), self.request("GET", "/"), self.request("POST", "/logout")]
 
 
 def process_sample(pid):
@@ -106,6 +106,14 @@ def server_connections(url):
             return db.execute_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
                                   "AND ID <> CONNECTION_ID()").fetchone()[0]
     return 0
+
+
+def drop_table(url):
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    with db.connection_context():
+        db.execute_sql("DROP TABLE IF EXISTS soak_sessions")
 
 
 def main():
@@ -155,6 +163,7 @@ def main():
     finally:
         child.terminate()
         child.wait(10)
+        drop_table(args.db)
 
     first, last = samples[min(1, len(samples) - 1)], samples[-1]  # after a warm-up sample
     growth = last["rss_mb"] - first["rss_mb"]
