@@ -462,7 +462,7 @@ class _Dialect:
                      if issubclass(cls, peewee.Database) and not issubclass(cls, PooledDatabase))
         own = plain.__new__(plain)
         own.__dict__.update({key: value for key, value in vars(db).items() if not callable(value)})
-        own._state = peewee._ConnectionLocal()  # per thread, whatever db's thread_safe
+        own._state = _OwnState(_Spares())  # per thread, whatever db's thread_safe
         own._lock = threading.Lock()
         _OWN_DATABASES.add(own)
         return own
@@ -495,7 +495,12 @@ class _SqliteDialect(_Dialect):
     def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
         # Only in WAL mode: otherwise a write on a second connection of a thread waits for the app's
         # open reads on its first (until the busy timeout); and an in-memory database is per connection.
-        return super().own_database(db) if self.journal_mode == "wal" else None
+        if self.journal_mode != "wal":
+            return None
+        own = super().own_database(db)
+        # A spare connection moves to another thread (_Spares), used by one thread at a time.
+        own.connect_params = dict(own.connect_params, check_same_thread=False)
+        return own
 
 
 class _PostgresqlDialect(_Dialect):
@@ -800,6 +805,91 @@ class _Connection:
             raise translated from exc
 
 
+class _Spares:
+    """The connections of a store's own database whose threads ended, for the next threads to take.
+
+    A server may start a thread per request (or a greenlet): each would otherwise connect anew.
+    At most _MAX_SPARES are kept (the rest closed), so they stay as many as the threads that ran at once.
+    """
+
+    __slots__ = ("connections", "lock")
+
+    def __init__(self) -> None:
+        self.connections: List[Any] = []
+        self.lock = threading.Lock()
+
+    def put(self, connection: Any) -> None:
+        with self.lock:
+            if len(self.connections) < _MAX_SPARES:
+                self.connections.append(connection)
+                return
+        try:
+            connection.close()
+        except Exception:
+            pass  # one the server dropped: gone either way
+
+    def take(self) -> Any:
+        with self.lock:
+            return self.connections.pop() if self.connections else None
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()
+        _FORK_ORPHANS.extend(self.connections)  # the parent's sockets: never used nor closed here
+        self.connections = []
+
+
+_MAX_SPARES = 16
+
+
+class _Keeper:
+    """Held beside a thread's connection in its state: when the thread ends and its state goes, this
+    hands the connection to the spares instead of letting it close. Disarmed when the connection is
+    closed or replaced on purpose."""
+
+    __slots__ = ("connection", "spares", "pid")
+
+    def __init__(self, connection: Any, spares: _Spares) -> None:
+        self.connection, self.spares, self.pid = connection, spares, os.getpid()
+
+    def __del__(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            if self.pid == os.getpid():
+                self.spares.put(connection)
+            else:  # a forked child freeing its parent's thread states
+                _FORK_ORPHANS.append(connection)
+        except Exception:
+            pass  # at interpreter exit: the connection closes as it goes
+
+
+class _OwnState(peewee._ConnectionLocal):
+    """peewee's per-thread connection state, for a store's own database: see _Keeper and _Spares."""
+
+    def __init__(self, spares: _Spares) -> None:
+        self.spares = spares  # set in each thread (threading.local calls __init__ again there)
+        super().__init__()
+
+    def reset(self) -> None:
+        keeper = getattr(self, "keeper", None)
+        if keeper is not None:
+            keeper.connection = None
+        super().reset()
+        self.keeper = None
+
+    def set_connection(self, conn: Any) -> None:
+        super().set_connection(conn)
+        self.keeper = _Keeper(conn, self.spares)
+
+    def adopt_spare(self) -> None:
+        """Take a spare connection when this thread has none (it may be dead: _run finds out)."""
+        if self.closed:
+            spare = self.spares.take()
+            if spare is not None:
+                self.set_connection(spare)
+
+
 _DEFAULT = object()  # an option left out
 
 
@@ -938,6 +1028,7 @@ class PeeweeSessionStore:
         for attempt in (1, 2):
             connection = None
             try:
+                own._state.adopt_spare()
                 connection = own.connection()  # opens it when this thread has none
                 cursor = own.execute_sql(sql, params)
                 return cursor if fetch is None else getattr(cursor, fetch)()
@@ -1161,14 +1252,23 @@ class PeeweeSessionStore:
         self.dialect.check_storable(sid, data)
 
     def close(self) -> None:
-        """Stop the sweeper and close this thread's own connection of the store (and the database if the
-        store made it and no sweep still uses it). Other threads' own connections close as those end."""
+        """Stop the sweeper and close this thread's own connection of the store and its spares (and the
+        database if the store made it and no sweep still uses it). Other threads' own connections are
+        closed as those threads end, or kept as spares for others."""
         own = self._own_db
         if own is not None:
             try:
                 own.close()
             except (peewee.DatabaseError, peewee.InterfaceError):
                 pass
+            while True:
+                spare = own._state.spares.take()
+                if spare is None:
+                    break
+                try:
+                    spare.close()
+                except Exception:
+                    pass  # one the server dropped: gone either way
         if self._sweeper.stop() and self._owns_db:
             self.db.close_all()
 
@@ -1479,6 +1579,7 @@ def _restart_sweepers_after_fork() -> None:
         if own._state.conn is not None:
             _FORK_ORPHANS.append(own._state.conn)
         own._state.reset()
+        own._state.spares.after_fork()
         own._lock = threading.Lock()  # another thread of the parent may have held it
 
 

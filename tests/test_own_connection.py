@@ -74,8 +74,40 @@ def test_an_error_that_is_not_a_lost_connection_is_not_retried(store):
     assert store.get("missing") is None  # the connection is still good
 
 
+def test_a_thread_that_ends_hands_its_connection_to_the_next_one(store):
+    """A server may start a thread per request: threads that end leave their connections to the next."""
+    store.set("s1", SESS)
+    own = store._own_db
+    connects, original = [], own._connect
+    own._connect = lambda: connects.append(1) or original()
+    together = threading.Barrier(4)
+
+    def request(at_once):
+        if at_once:
+            together.wait()
+        store.get("s1")
+        if at_once:
+            together.wait()  # the four hold a connection each at the same time
+
+    for at_once, count in ((True, 4), (False, 8)):
+        threads = [threading.Thread(target=request, args=(at_once,)) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+            if not at_once:
+                thread.join()
+        for thread in threads:
+            thread.join()
+    assert len(connects) == 4  # as many as ran at once, then reused
+    assert len(own._state.spares.connections) == 4
+    store.close()
+    assert own._state.spares.connections == []  # closed with the store
+
+
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])  # sqlite3 connections take no weak reference
-def test_each_thread_keeps_one_connection_closed_when_the_thread_ends(store):
+def test_connections_beyond_the_spares_close_when_their_threads_end(store, monkeypatch):
+    import peewee_sessions
+
+    monkeypatch.setattr(peewee_sessions, "_MAX_SPARES", 0)
     store.set("s1", SESS)
     connections = []
 
@@ -90,7 +122,7 @@ def test_each_thread_keeps_one_connection_closed_when_the_thread_ends(store):
     for thread in threads:
         thread.join()
     assert len(connections) == 4
-    assert all(ref() is None for ref in connections)  # freed (closed) with their threads, no gc needed
+    assert all(ref() is None for ref in connections)  # closed with their threads, no gc needed
 
 
 def test_the_apps_own_connect_and_close_cycle_is_unaffected(web):
