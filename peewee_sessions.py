@@ -890,6 +890,17 @@ class _OwnState(peewee._ConnectionLocal):
                 self.set_connection(spare)
 
 
+class _NoConnection:
+    __slots__ = ()
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_CONNECTION = _NoConnection()
 _DEFAULT = object()  # an option left out
 
 
@@ -987,6 +998,12 @@ class PeeweeSessionStore:
         """A context that opens the app's database connection if this thread has none, and closes only
         what it opened (the store's own statements outside a transaction use a connection of its own)."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
+
+    def request_connection(self) -> Any:
+        """What a request's Session opens before its statements and closes at its end: the app's
+        connection where the store has none of its own, else a context that does nothing."""
+        prepared = self.dialect  # and with it whether the store has its own connections
+        return _NO_CONNECTION if prepared and self._own_db is not None else self.connection()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1965,6 +1982,7 @@ class Session(dict):
         self._https = https
         self._cookie_sid = cookie_sid  # the verified id the browser sent, if any
         self._signed_with_old_secret = old_secret
+        self._connection: Any = None  # the app's, where the store has none of its own (_open)
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_lifetime = False  # this request saved another lifetime than it loaded
@@ -1978,6 +1996,7 @@ class Session(dict):
             raise RuntimeError(_AFTER_RESPONSE)
         found = None
         if self._cookie_sid is not None:
+            self._open()
             found = self._store.load(self._cookie_sid)
         self._adopt(self._cookie_sid, found)
         self._is_new = found is None
@@ -2044,6 +2063,7 @@ class Session(dict):
         changes, removed, lifetime_changed = self._changes(encoded)
         if saved.token is not None and not (changes or removed or lifetime_changed or force):
             return False
+        self._open()
         cookie = _to_json(self._cookie.to_json())
         if lifetime_changed:
             changes["cookie"] = cookie
@@ -2068,6 +2088,7 @@ class Session(dict):
             self._touch_row()
 
     def _touch_row(self) -> None:
+        self._open()
         self._store.touch(self._id, {"cookie": self._cookie.to_json()}, token=self._saved.token)
         self._saved = self._saved._replace(expires=self._row_expiry())
 
@@ -2093,11 +2114,13 @@ class Session(dict):
         self._check_usable()
         found = None
         if self._saved.token is not None:
+            self._open()
             found = self._store.load(self._id)
         self._adopt(self._id, found)
 
     def _delete_row(self) -> None:
         if self._saved.token is not None:
+            self._open()
             self._store.destroy(self._id)
             self._saved = _Saved({}, self._saved.max_age, None, None)
 
@@ -2114,6 +2137,7 @@ class Session(dict):
         saved.
         """
         self._check_usable()
+        self._open()
         outer, before, redirect = self._locked, None, None
         try:
             with self._store.transaction():  # a new session has no row to lock, but the app's statements roll back
@@ -2188,6 +2212,15 @@ class Session(dict):
 
     def _release(self) -> None:
         self._finished = True
+        if self._connection is not None:
+            self._connection.close()
+
+    def _open(self) -> None:
+        """Where the store has no connection of its own (SQLite in rollback-journal mode), open the app's
+        for the rest of the request, so that its statements share one; else nothing."""
+        if self._connection is None:
+            self._connection = self._store.request_connection()
+        self._connection.open()
 
     def __copy__(self) -> dict:
         return self.copy()  # a plain dict: a copy has no request to be saved with

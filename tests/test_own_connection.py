@@ -218,6 +218,15 @@ def test_sqlite_in_rollback_journal_mode_uses_the_apps_connection_and_says_why_o
     assert "'journal_mode': 'wal'" in warnings[0] and "delete journal mode" in warnings[0]
     assert store._own_db is None
     assert db.is_closed()  # opened and closed around each statement, as the app's connection was before
+    import webtest
+
+    app, plugin = build_app(store)
+    client = webtest.TestApp(app)
+    client.get("/count")
+    original, opened = db.connect, []
+    db.connect = lambda *args, **kwargs: opened.append(original(*args, **kwargs)) or opened[-1]
+    assert client.get("/count").text == "2"  # a read and a write: on one connection, opened once
+    assert opened.count(True) == 1 and db.is_closed()
     with db.connection_context():
         assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "delete"  # the file is left as it was
     store.close()
