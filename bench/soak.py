@@ -31,8 +31,8 @@ import functools
 import example_bottle
 from example_bottle import make_app
 # The site makes its store itself: its table and sweep interval are the soak's.
-example_bottle.PeeweeSessionStore = functools.partial(example_bottle.PeeweeSessionStore, table_name="soak_sessions",
-                                                      clear_interval=5)
+example_bottle.PeeweeSessionStore = functools.partial(example_bottle.PeeweeSessionStore,
+                                                      table_name="soak_sessions", clear_interval=5)
 
 class Quiet(WSGIRequestHandler):
     def log_message(self, *args):
