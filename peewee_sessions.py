@@ -233,9 +233,14 @@ def _iso_z(value: datetime.datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-def _expiry_from_db(value: Union[str, datetime.datetime]) -> datetime.datetime:
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _expiry_from_db(value: Union[str, int, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
+    if isinstance(value, int):  # microseconds since the epoch (PostgreSQL's expiry_text)
+        return _EPOCH + datetime.timedelta(microseconds=value)
     if not isinstance(value, datetime.datetime):  # SQLite keeps whatever was written: a BLOB, a number
         raise TypeError("an expiry is a datetime or ISO-8601 text, not %s" % type(value).__name__)
     return _as_utc(value)
@@ -504,16 +509,28 @@ def _database_of(db: peewee.Database) -> peewee.Database:
     return db
 
 
+def _clamped(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) kept within years 1000-9000.
+
+    Only a damaged row holds a time outside them ('infinity', say, which no driver reads as a
+    datetime): clamped, such an expiry reads as absurd (_checked_expiry) and its row as no session.
+    """
+    return f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
+
+
 def _utc_text(column: str, aggregate: str = "") -> str:
     """PostgreSQL: a timestamptz column (or an aggregate of it) as ISO text in UTC, whatever the session's
-    DateStyle and TimeZone; NULL stays NULL.
+    DateStyle and TimeZone; NULL stays NULL. Fixed-width, so the texts sort as the times do."""
+    return f"""to_char({_clamped(column, aggregate)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
-    psycopg 3 parses timestamps only in the ISO DateStyle, and refuses years outside 1-9999
-    ('infinity', say), which only a damaged row holds: clamped, such an expiry reads as absurd
-    (_checked_expiry) and its row as no session. Fixed-width, so the texts sort as the times do.
+
+def _epoch_microseconds(column: str, aggregate: str = "") -> str:
+    """PostgreSQL: a timestamptz column (or an aggregate of it) as whole microseconds since the epoch.
+
+    An instant, whatever the session's DateStyle and TimeZone, and exact (timestamptz holds
+    microseconds); a number is cheaper to make and to read than text. NULL stays NULL.
     """
-    clamped = f"{aggregate}(LEAST(GREATEST({column}, '1000-01-01 00:00:00+00'), '9000-01-01 00:00:00+00'))"
-    return f"""to_char({clamped} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    return f"CAST(EXTRACT(EPOCH FROM {_clamped(column, aggregate)}) * 1000000 AS BIGINT)"
 
 
 class _Dialect:
@@ -658,11 +675,57 @@ class _Dialect:
                              (self.user_index_name,)).fetchone()
         return None if row is None else self.user_value(path) in (row[0] or "")  # SQLite keeps the DDL text
 
+    # The store's own connection per thread (PeeweeSessionStore._run).
+
+    def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
+        """A database for the store's own connection in each thread: db's class without its pool, with
+        db's connect parameters and settings, and no connection yet (None: use db's connections).
+
+        Instance attributes that are functions (a test's wrapper of execute_sql, say) stay db's.
+        """
+        plain = next(cls for cls in type(db).__mro__
+                     if issubclass(cls, peewee.Database) and not issubclass(cls, PooledDatabase))
+        own: Any = plain.__new__(plain)
+        own.__dict__.update({key: value for key, value in vars(db).items() if not callable(value)})
+        own._state = _OwnState(_Spares())  # per thread, whatever db's thread_safe
+        own._lock = threading.Lock()
+        _OWN_DATABASES.add(own)
+        return own
+
+    def lost(self, connection: Any, exc: BaseException) -> bool:
+        """Whether a statement's error means the server dropped the connection (it is unusable)."""
+        return bool(getattr(connection, "closed", False))  # psycopg 2 and 3 mark a dropped connection
+
 
 class _SqliteDialect(_Dialect):
     name = "sqlite"
     atomic_args = ("IMMEDIATE",)  # no row locks: the write lock, taken before the read
     lock_clause = ""
+    journal_mode = "wal"
+
+    @classmethod
+    def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
+        dialect = cls(db, table, sid_column)
+        dialect.journal_mode = str(db.execute_sql("PRAGMA journal_mode").fetchone()[0]).lower()
+        if dialect.journal_mode not in ("wal", "memory"):
+            logger.warning(
+                "SQLite database %s is in %s journal mode: the session store uses the app's connection, "
+                "opened and closed for each request that has none, because in this mode a connection of its "
+                "own would wait for the app's readers in the same thread. Open the database with "
+                "pragmas={'journal_mode': 'wal'} (a lasting change to the file) so that the store keeps a "
+                "connection per thread and readers never wait for a write.",
+                db.database, dialect.journal_mode)
+        return dialect
+
+    def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
+        # Only in WAL mode: otherwise a write on a second connection of a thread waits for the app's
+        # open reads on its first (until the busy timeout); and an in-memory database is per connection.
+        if self.journal_mode != "wal":
+            return None
+        own: Any = super().own_database(db)
+        # A spare connection moves to another thread (_Spares), used by one thread at a time.
+        own.connect_params = dict(own.connect_params, check_same_thread=False)
+        return own
 
     @classmethod
     def check_database(cls, db: peewee.Database) -> None:
@@ -687,7 +750,7 @@ class _PostgresqlDialect(_Dialect):
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
         super().__init__(db, table, sid_column)
-        t, sid, p, expiry = self.table, self.sid, self.param, self.expiry_text("expired")
+        t, sid, p, expiry = self.table, self.sid, self.param, _utc_text("expired")
         # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
         self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
                             f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
@@ -725,7 +788,7 @@ class _PostgresqlDialect(_Dialect):
             _refuse_lone_surrogates(data, "PostgreSQL with a user index")
 
     def expiry_text(self, column: str, aggregate: str = "") -> str:
-        return _utc_text(column, aggregate)
+        return _epoch_microseconds(column, aggregate)
 
     def same_text(self, param: str) -> str:
         return f"CAST(sess AS TEXT) = {param}"
@@ -760,6 +823,7 @@ class _PostgresqlDialect(_Dialect):
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
 # end of life).
 _MYSQL_FEATURE_PROBE = "SELECT JSON_ARRAYAGG(1)"
+_MYSQL_LOST = frozenset((1927, 2006, 2013, 4031))
 
 
 class _MysqlDialect(_Dialect):
@@ -880,6 +944,11 @@ class _MysqlDialect(_Dialect):
             return None
         # As the server keeps it: MariaDB as written, MySQL rewritten (with \' around the path, say).
         return re.search(re.escape("$." + ".".join(path)) + r"(?![\w.])", row[0] or "") is not None
+
+    def lost(self, connection: Any, exc: BaseException) -> bool:
+        # PyMySQL closes a connection whose socket failed; the server's "killed", "gone away", "lost"
+        # and "disconnected for inactivity" may come first, as a statement's error.
+        return not getattr(connection, "open", True) or bool(exc.args and exc.args[0] in _MYSQL_LOST)
 
     def check_storable(self, sid: str, data: str) -> None:
         # MySQL's JSON refuses a lone UTF-16 surrogate, as bad input (a CHECK failure on MariaDB).
@@ -1103,6 +1172,106 @@ def _refused_settings(exc: Exception) -> SessionStoreError:
                              % (type(exc).__name__, _first_line(exc)))
 
 
+class _Spares:
+    """The connections of a store's own database whose threads ended, for the next threads to take.
+
+    A server may start a thread per request (or a greenlet): each would otherwise connect anew.
+    At most _MAX_SPARES are kept (the rest closed), so they stay as many as the threads that ran at once.
+    """
+
+    __slots__ = ("connections", "lock")
+
+    def __init__(self) -> None:
+        self.connections: List[Any] = []
+        self.lock = threading.Lock()
+
+    def put(self, connection: Any) -> None:
+        with self.lock:
+            if len(self.connections) < _MAX_SPARES:
+                self.connections.append(connection)
+                return
+        try:
+            connection.close()
+        except Exception:
+            pass  # one the server dropped: gone either way
+
+    def take(self) -> Any:
+        with self.lock:
+            return self.connections.pop() if self.connections else None
+
+    def after_fork(self) -> None:
+        self.lock = threading.Lock()
+        _FORK_ORPHANS.extend(self.connections)  # the parent's sockets: never used nor closed here
+        self.connections = []
+
+
+_MAX_SPARES = 16
+
+
+class _Keeper:
+    """Held beside a thread's connection in its state: when the thread ends and its state goes, this
+    hands the connection to the spares instead of letting it close. Disarmed when the connection is
+    closed or replaced on purpose."""
+
+    __slots__ = ("connection", "spares", "pid")
+
+    def __init__(self, connection: Any, spares: _Spares) -> None:
+        self.connection, self.spares, self.pid = connection, spares, os.getpid()
+
+    def __del__(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        try:
+            if self.pid == os.getpid():
+                self.spares.put(connection)
+            else:  # a forked child freeing its parent's thread states
+                _FORK_ORPHANS.append(connection)
+        except Exception:
+            pass  # at interpreter exit: the connection closes as it goes
+
+
+class _OwnState(peewee._ConnectionLocal):
+    """peewee's per-thread connection state, for a store's own database: see _Keeper and _Spares."""
+
+    keeper: Optional["_Keeper"]
+
+    def __init__(self, spares: _Spares) -> None:
+        self.spares = spares  # set in each thread (threading.local calls __init__ again there)
+        super().__init__()
+
+    def reset(self) -> None:
+        keeper = getattr(self, "keeper", None)
+        if keeper is not None:
+            keeper.connection = None
+        super().reset()
+        self.keeper = None
+
+    def set_connection(self, conn: Any) -> None:
+        super().set_connection(conn)
+        self.keeper = _Keeper(conn, self.spares)
+
+    def adopt_spare(self) -> None:
+        """Take a spare connection when this thread has none (it may be dead: _run finds out)."""
+        if self.closed:
+            spare = self.spares.take()
+            if spare is not None:
+                self.set_connection(spare)
+
+
+class _NoConnection:
+    __slots__ = ()
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_CONNECTION = _NoConnection()
+
+
 _DEFAULT = object()  # an option left out
 
 
@@ -1164,6 +1333,9 @@ class PeeweeSessionStore:
         self._sweeper = _Sweeper(self, sweep_interval, on_cleanup_error)
         self._lock = threading.Lock()
         self._dialect: Optional[_Dialect] = None
+        # The store's own connection per thread (see _run), and the database it copies.
+        self._own_db: Any = None
+        self._own_source: Optional[peewee.Database] = None
         # A DatabaseProxy may be initialized after the store is made, and a server may
         # be down while the app starts: then the table is checked on first use instead.
         if not isinstance(db, peewee.DatabaseProxy) or db.obj is not None:
@@ -1186,12 +1358,14 @@ class PeeweeSessionStore:
                 # Closed for good, not put back in a pool: a store made in a process that forks its
                 # workers (gunicorn --preload) would leave them all one shared socket.
                 with _Connection(self.db, discard=True):
-                    dialect = dialect_class.for_server(_database_of(self.db), self.table_name, self.sid_field_name)
+                    source = _database_of(self.db)
+                    dialect = dialect_class.for_server(source, self.table_name, self.sid_field_name)
                     self._ensure_table()  # not on a server the store refuses
                     dialect.for_table(self.db, self.table_name, self.sid_field_name)
                     if self._user_path:
                         dialect.use_user_key(self._user_path)
                         self._ensure_user_index(dialect)
+                self._own_db, self._own_source = dialect.own_database(source), source
                 self._dialect = dialect
             return self._dialect
 
@@ -1233,8 +1407,15 @@ class PeeweeSessionStore:
                 raise
 
     def connection(self) -> _Connection:
-        """A context that opens a connection if this thread has none, and closes only what it opened."""
+        """A context that opens the app's database connection if this thread has none, and closes only
+        what it opened (the store's own statements outside a transaction use a connection of its own)."""
         return _Connection(self.db, passing=BaseException)  # what the caller's block raises is the caller's
+
+    def request_connection(self) -> Any:
+        """What a request's Session opens before its statements and closes at its end: the app's
+        connection where the store has none of its own, else a context that does nothing."""
+        prepared = self.dialect  # and with it whether the store has its own connections
+        return _NO_CONNECTION if prepared and self._own_db is not None else self.connection()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1254,17 +1435,50 @@ class PeeweeSessionStore:
             connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
-        """Run one statement on this thread's connection: the cursor, or its fetchone()/fetchall().
+        """Run one statement: the cursor, or its fetchone()/fetchall().
 
-        A statement of its own (not in a transaction) that lost a conflict changed nothing, and
-        is run again (see _retrying).
+        In the app's transaction when this thread has one open (transaction() and locked() among
+        them), so that it commits or rolls back with it; else on the store's own connection (_run).
+        A statement of its own (not in a transaction) that lost a conflict changed nothing, and is
+        run again (see _retrying).
         """
         self._sweeper.start_if_needed()
-        for attempt in _retrying(self.db):
-            with attempt, _Connection(self.db):
-                cursor = self.db.execute_sql(sql, params)
-                return cursor if fetch is None else getattr(cursor, fetch)()
+        db, own = self.db, self._own_db
+        for attempt in _retrying(db):
+            with attempt:
+                if own is None or db.in_transaction() or _database_of(db) is not self._own_source:
+                    with _Connection(db):
+                        cursor = db.execute_sql(sql, params)
+                        return cursor if fetch is None else getattr(cursor, fetch)()
+                return self._run(own, sql, params, fetch)
         raise AssertionError("unreachable: the last attempt raises")
+
+    def _run(self, own: Any, sql: str, params: tuple, fetch: Optional[str]) -> Any:
+        """Run one statement on this thread's own connection of the store, opened on first use and kept.
+
+        Kept as Django keeps its persistent connections: a request then makes no round trip of its
+        own (no connect, nor a pool's check-out ping and check-in ROLLBACK). A connection the server
+        dropped (a restart, an idle timeout, a KILL) is replaced and the statement run again, once:
+        every statement of the store outside a transaction gives the same result when repeated.
+        """
+        for attempt in (1, 2):
+            connection = None
+            try:
+                own._state.adopt_spare()
+                connection = own.connection()  # opens it when this thread has none
+                cursor = own.execute_sql(sql, params)
+                return cursor if fetch is None else getattr(cursor, fetch)()
+            except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+                lost = connection is not None and self.dialect.lost(connection, exc)
+                if lost:
+                    try:
+                        own.close()
+                    except (peewee.DatabaseError, peewee.InterfaceError):
+                        pass  # gone either way
+                if not lost or attempt == 2:
+                    raise _translated(exc) from exc
+                logger.info("the session database dropped this thread's connection (%s); reconnecting",
+                            str(exc).strip())
 
     # express-session's store API.
 
@@ -1512,7 +1726,23 @@ class PeeweeSessionStore:
         self.dialect.check_storable(sid, data)
 
     def close(self) -> None:
-        """Stop the sweeper (and close the database if the store made it and no sweep still uses it)."""
+        """Stop the sweeper and close this thread's own connection of the store and its spares (and the
+        database if the store made it and no sweep still uses it). Other threads' own connections are
+        closed as those threads end, or kept as spares for others."""
+        own = self._own_db
+        if own is not None:
+            try:
+                own.close()
+            except (peewee.DatabaseError, peewee.InterfaceError):
+                pass
+            while True:
+                spare = own._state.spares.take()
+                if spare is None:
+                    break
+                try:
+                    spare.close()
+                except Exception:
+                    pass  # one the server dropped: gone either way
         if self._sweeper.stop() and self._owns_db:
             self.db.close_all()
 
@@ -1861,11 +2091,21 @@ class _Sweeper:
 
 
 _SWEEPERS: "weakref.WeakSet[_Sweeper]" = weakref.WeakSet()
+# The stores' own databases (_Dialect.own_database), and the connections a forked child must never use
+# nor close: closing one (psycopg2 tells the server goodbye) would end the parent's session on the server.
+_OWN_DATABASES: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_FORK_ORPHANS: List[Any] = []
 
 
 def _restart_sweepers_after_fork() -> None:
     for sweeper in list(_SWEEPERS):
         sweeper._after_fork()
+    for own in list(_OWN_DATABASES):  # the forking thread's; the child's first statement opens its own
+        if own._state.conn is not None:
+            _FORK_ORPHANS.append(own._state.conn)
+        own._state.reset()
+        own._state.spares.after_fork()
+        own._lock = threading.Lock()  # another thread of the parent may have held it
 
 
 @atexit.register
@@ -1890,8 +2130,14 @@ def sign_session_id(sid: str, secret: str) -> str:
     """The cookie value express-session writes for a session id (before URL-encoding)."""
     if not secret:
         raise ValueError("a session cookie needs a non-empty secret to be signed with")
-    mac = hmac.new(secret.encode("utf-8"), sid.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    mac = _keyed_mac(secret).copy()  # the key's own hashing done once, not on every request (twice)
+    mac.update(sid.encode("utf-8", "surrogatepass"))
     return "s:%s.%s" % (sid, b64encode(mac.digest()).decode("ascii").rstrip("="))
+
+
+@functools.lru_cache(maxsize=64)
+def _keyed_mac(secret: str) -> "hmac.HMAC":
+    return hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
 
 
 def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Optional[str]:
@@ -1935,6 +2181,10 @@ def _decode_uri_component(value: str) -> str:
     """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` keeps it)."""
     if "%" not in value or _BAD_ESCAPE.search(value):
         return value
+    # A signed id's only escapes, the quick way; every other escape through unquote.
+    quick = value.replace("%3A", ":").replace("%2F", "/").replace("%2B", "+").replace("%3D", "=")
+    if "%" not in quick:
+        return quick
     try:
         return urllib.parse.unquote(value, errors="strict")
     except UnicodeDecodeError:
@@ -2266,7 +2516,7 @@ class Session(dict):
         self._https = https
         self._cookie_sid = cookie_sid  # the verified id the browser sent, if any
         self._signed_with_old_secret = old_secret
-        self._connection = engine.store.connection()
+        self._connection: Any = None  # the app's, where the store has none of its own (_open)
         self._loaded = self._finished = self._destroyed = self._locked = False
         self._forced = False  # save even if unchanged (Flask's session.modified = True)
         self._wrote_cookie = False  # this request saved another lifetime than it loaded
@@ -2285,7 +2535,7 @@ class Session(dict):
             raise RuntimeError(_AFTER_RESPONSE)
         found = None
         if self._cookie_sid is not None:
-            self._connection.open()
+            self._open()
             found = self._store.load(self._cookie_sid)
         self._adopt(self._cookie_sid, found)
         self._is_new = found is None
@@ -2355,7 +2605,7 @@ class Session(dict):
         changes, removed, cookie_changed = self._changes(encoded)
         if saved.token is not None and not (changes or removed or cookie_changed or force):
             return False
-        self._connection.open()
+        self._open()
         cookie = _to_json(self._cookie.to_json())
         if cookie_changed:
             changes["cookie"] = cookie
@@ -2384,7 +2634,7 @@ class Session(dict):
             self._touch_row()
 
     def _touch_row(self) -> None:
-        self._connection.open()
+        self._open()
         self._store.touch(self._id, {"cookie": self._cookie.to_json()}, token=self._saved.token)
         self._saved = self._saved._replace(expires=self._row_expiry())
 
@@ -2410,13 +2660,13 @@ class Session(dict):
         self._check_usable()
         found = None
         if self._saved.token is not None:
-            self._connection.open()
+            self._open()
             found = self._store.load(self._id)
         self._adopt(self._id, found)
 
     def _delete_row(self) -> None:
         if self._saved.token is not None:
-            self._connection.open()
+            self._open()
             self._store.destroy(self._id)
             self._saved = _Saved({}, self._saved.cookie, None, None)
 
@@ -2433,7 +2683,7 @@ class Session(dict):
         saved.
         """
         self._check_usable()
-        self._connection.open()
+        self._open()
         outer, before, redirect = self._locked, None, None
         try:
             with self._store.transaction():  # a new session has no row to lock, but the app's statements roll back
@@ -2531,7 +2781,15 @@ class Session(dict):
 
     def _release(self) -> None:
         self._finished = True
-        self._connection.close()
+        if self._connection is not None:
+            self._connection.close()
+
+    def _open(self) -> None:
+        """Where the store has no connection of its own (SQLite in rollback-journal mode), open the app's
+        for the rest of the request, so that its statements share one; else nothing."""
+        if self._connection is None:
+            self._connection = self._store.request_connection()
+        self._connection.open()
 
     def __copy__(self) -> dict:
         return self.copy()  # a plain dict: a copy has no request to be saved with
@@ -2593,7 +2851,7 @@ class SessionEngine:
 
     For each request, open() reads the cookie and makes the request's Session (loaded on
     first use); finish() saves, touches or does nothing and returns the headers to send;
-    release() gives its connection back. The options are SessionPlugin's (see the README).
+    release() ends it. The options are SessionPlugin's (see the README).
     """
 
     def __init__(
@@ -2697,7 +2955,7 @@ class SessionEngine:
         return session._store_error
 
     def release(self, session: Session) -> None:
-        """End the session's request: its connection goes back, and a later change raises RuntimeError."""
+        """End the session's request: a later change raises RuntimeError."""
         session._release()
 
     # What sessions ask of it.
@@ -3309,7 +3567,7 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
                                    user_key=user_key if args.command == "create-table" or getattr(
                                        args, "user", None) is not None else None)
         _COMMANDS[args.command](store, args, out, err, existed)
-    except TableMissingError as exc:
+    except TableMissingError:
         if existed:  # the table is there, without the index --user-key needs
             raise _CommandError("the table %r has no user index for --user-key %s: add it with "
                                 "`create-table --user-key %s`" % (args.table, user_key, user_key),

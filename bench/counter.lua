@@ -9,6 +9,7 @@
 --        and each later one exactly the previous + 1; anything else is a wrong counter.
 -- hello: the first request is GET /incr (to get a session cookie, checked as above), then every
 --        request is GET /hello with that cookie; a body other than "hello" is a wrong answer.
+-- bare:  every request is GET /hello with no cookie: the app's own cost, with no session work.
 -- A non-2xx answer to /incr is not counted as wrong (wrk counts it as an error) and leaves the
 -- expected counter where it was: a failed request must not have saved anything.
 
@@ -60,6 +61,10 @@ local function remember(set_cookie)
 end
 
 function request()
+   if mode == "bare" then
+      pending = "/hello"
+      return wrk.format("GET", pending, {})
+   end
    if mode == "hello" and last >= 0 then
       pending = "/hello"
    else

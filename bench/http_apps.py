@@ -4,26 +4,21 @@
     /hello  does not use the session: returns "hello"
 
 Apps (HB_APP):
-    plugin    Bottle + peewee_sessions.SessionPlugin, on a playhouse.pool pool (SQLite: the file in WAL mode)
-    nostore   the same Bottle app without the plugin: the counter lives in an HMAC-signed cookie (the ceiling;
-              its /hello is "the app without the plugin installed")
-    floor     no plugin: /incr hand-written with the plugin's own two statements on the pool's raw cursor, and
-              the same signed cookie: the least any session store on this pool and database can do
-    floorheld the floor without the pool: each thread opens a plain connection once and keeps it, so no
-              request pays a check-out (peewee 4's pools ping on each): what the pool itself costs
-    pluginnoping
-              plugin, on a pool that makes no round trip of its own (see no_ping_peewee_database)
-    beaker    Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
-    flask     Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
+    plugin      Bottle + peewee_sessions.SessionPlugin; the app's database is a playhouse.pool pool, as the
+                README recommends (SQLite: the file in WAL mode); the store keeps a connection per thread
+    middleware  a bare WSGI app inside peewee_sessions.SessionMiddleware, on the same database
+    flaskiface  Flask with peewee_sessions.FlaskSessionInterface, on the same database
+    floorheld   the floor: Bottle, /incr hand-written with the plugin's own statements on a connection each
+                thread opens once and keeps, and the same signed cookie: the least a session store can cost
+    beaker      Bottle inside beaker.middleware.SessionMiddleware, session.type = "ext:database"
+    flask       Flask + Flask-Session, SESSION_TYPE = "sqlalchemy" (Flask-SQLAlchemy)
+(The Express app, bench/express_app.js, is Node's.)
 
 Configured by the environment, so `gunicorn --chdir bench http_apps:app` builds it in the worker:
     HB_APP, HB_DB_URL (postgresql://..., mysql://..., sqlite:////abs/path.db), HB_TABLE, HB_SECRET, HB_POOL.
 """
 
-import base64
 import datetime
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -90,40 +85,6 @@ def peewee_database(url, pool_size=8):
     return PooledMySQLDatabase(p["database"], password=p["password"], charset="utf8mb4", **kwargs)
 
 
-def no_ping_peewee_database(url, pool_size=8):
-    """The same pool, making no round trip of its own: a reference, not a recommended set-up.
-
-    peewee 4's pools send `SELECT 1` (PostgreSQL) or a ping (MySQL) on every check-out, holding the
-    database's lock meanwhile, so no other thread checks a connection in or out during it; with PyMySQL,
-    whose connections don't report their transaction state, they also send a ROLLBACK on every check-in.
-    Here a check-out trusts the connection's own state, as peewee 3.17's PostgreSQL pool does, and a
-    MySQL check-in rolls back only a transaction left open. The cost: a connection the server dropped is
-    found by the first statement on it, which fails that request (why peewee 4 pings).
-    """
-    db = peewee_database(url, pool_size)
-    if backend_of(url) == "mysql":
-        from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
-
-        db._is_closed = lambda conn: not conn.open  # PyMySQL's own flag
-        db._can_reuse = lambda conn: _rolled_back_if_open(conn, conn.server_status & SERVER_STATUS_IN_TRANS)
-    elif backend_of(url) == "postgresql":
-        # psycopg2 (the driver peewee picks when psycopg 3 is installed too); its check-in is already local
-        from psycopg2.extensions import TRANSACTION_STATUS_UNKNOWN  # the state only a lost connection has
-
-        db._is_closed = lambda conn: bool(conn.closed) or conn.get_transaction_status() == TRANSACTION_STATUS_UNKNOWN
-    return db  # SQLite's pool checks its connections in process
-
-
-def _rolled_back_if_open(conn, in_transaction):
-    """peewee's MySQL check-in, for a driver that reports its transaction state: whether conn can be reused."""
-    try:
-        if in_transaction:
-            conn.rollback()
-    except Exception:
-        return False
-    return True
-
-
 def held_peewee_database(url):
     """The same database without a pool: each thread's connection, opened on first use and kept."""
     from playhouse.db_url import connect
@@ -147,52 +108,21 @@ def _sqlite_pragmas_for_sqlalchemy():
             cursor.close()
 
 
-# -- The signed-cookie counter (no session store): the ceiling ------------------------------------
-
-
-def _mac(secret, value):
-    digest = hmac.new(secret.encode(), value.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def sign_counter(secret, n):
-    return "%d.%s" % (n, _mac(secret, str(n)))
-
-
-def unsign_counter(secret, cookie):
-    """The counter in a signed cookie value, or 0 when it is missing or forged."""
-    if not cookie or "." not in cookie:
-        return 0
-    value, mac = cookie.rsplit(".", 1)
-    if not value.isdigit() or not hmac.compare_digest(mac, _mac(secret, value)):
-        return 0
-    return int(value)
-
-
 # -- The apps ---------------------------------------------------------------------------------
 
 
-def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True, pool_size=8, ping=True):
-    """The Bottle app: with the plugin (session in the database) or without it (counter in a signed cookie)."""
+def bottle_app(db_url, table, secret="bench secret", pool_size=8):
+    """Bottle with the plugin."""
     import bottle
+    from peewee_sessions import SessionPlugin
 
     app = bottle.Bottle()
-    if with_plugin:
-        from peewee_sessions import SessionPlugin
+    app.install(SessionPlugin(peewee_database(db_url, pool_size), secret=secret, table_name=table))
 
-        db = peewee_database(db_url, pool_size) if ping else no_ping_peewee_database(db_url, pool_size)
-        app.install(SessionPlugin(db, secret=secret, table_name=table))
-
-        @app.get("/incr")
-        def incr(session):
-            session["n"] = session.get("n", 0) + 1
-            return str(session["n"])
-    else:
-        @app.get("/incr")
-        def incr():
-            n = unsign_counter(secret, bottle.request.get_cookie("n")) + 1
-            bottle.response.set_cookie("n", sign_counter(secret, n), path="/", httponly=True, samesite="lax")
-            return str(n)
+    @app.get("/incr")
+    def incr(session):
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
 
     @app.get("/hello")
     def hello():
@@ -201,19 +131,58 @@ def bottle_app(db_url=None, table=None, secret="bench secret", with_plugin=True,
     return app
 
 
-def floor_app(db_url, table, secret="bench secret", pool_size=8, held=False):
+def middleware_app(db_url, table, secret="bench secret", pool_size=8):
+    """A bare WSGI app inside SessionMiddleware."""
+    from peewee_sessions import SessionMiddleware
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/incr":
+            session = environ["peewee_sessions.session"]
+            session["n"] = session.get("n", 0) + 1
+            body = str(session["n"]).encode()
+        else:
+            body = b"hello"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return SessionMiddleware(app, peewee_database(db_url, pool_size), secret=secret, table_name=table)
+
+
+def flask_interface_app(db_url, table, secret="bench secret", pool_size=8):
+    """Flask with FlaskSessionInterface (a day's lifetime, as the other apps' cookies)."""
+    from flask import Flask, session
+    from peewee_sessions import FlaskSessionInterface
+
+    app = Flask("http_bench_flask_interface")
+    app.config.update(SECRET_KEY=secret, PERMANENT_SESSION_LIFETIME=datetime.timedelta(seconds=86400))
+    app.session_interface = FlaskSessionInterface(peewee_database(db_url, pool_size), table_name=table)
+
+    @app.get("/incr")
+    def incr():
+        session.permanent = True
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    @app.get("/hello")
+    def hello():
+        return "hello"
+
+    return app
+
+
+def floor_app(db_url, table, secret="bench secret"):
     """The floor: what the plugin does for /incr, written by hand on the raw cursor, nothing more.
 
-    Same pool, same statements (the store's: read, compare-and-set update, insert for a new session),
-    same signed connect.sid cookie and session JSON. No lazy loading, change detection, cookie options,
-    error handling or cache headers: what the plugin costs beyond this is the price of those.
-    held=True: no pool; each thread keeps the connection it opened first (no check-out per request).
+    The same statements (the store's: read, compare-and-set update, insert for a new session), the
+    same signed connect.sid cookie and session JSON, on a connection each thread opens once and keeps.
+    No lazy loading, change detection, cookie options, error handling, reconnection or cache headers:
+    what the plugin costs beyond this is the price of those.
     """
     import bottle
     from peewee_sessions import PeeweeSessionStore, _http_date, _iso_z, sign_session_id, unsign_session_id
 
-    db = held_peewee_database(db_url) if held else peewee_database(db_url, pool_size)
-    sql = PeeweeSessionStore(db, table_name=table, clear_interval=0)._statements  # also creates the table
+    db = held_peewee_database(db_url)
+    sql = PeeweeSessionStore(db, table_name=table, clear_interval=0).dialect  # also creates the table
     one_day = datetime.timedelta(days=1)
     app = bottle.Bottle()
 
@@ -222,26 +191,23 @@ def floor_app(db_url, table, secret="bench secret", pool_size=8, held=False):
         sid = unsign_session_id(urllib.parse.unquote(bottle.request.get_cookie("connect.sid") or ""), [secret])
         now = datetime.datetime.now(datetime.timezone.utc)
         expires = now + one_day
-        if not held or db.is_closed():
+        if db.is_closed():
             db.connect()
-        try:
-            cursor = db.connection().cursor()
-            row = None
-            if sid:
-                cursor.execute(sql.get, (sid, sql.db_time(now)))
-                row = cursor.fetchone()
-            n = (json.loads(row[0])["n"] if row else 0) + 1
-            cookie = {"originalMaxAge": 86400000, "expires": _iso_z(expires), "httpOnly": True, "path": "/",
-                      "sameSite": "lax"}
-            text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
-            if row:
-                cursor.execute(sql.replace_if_unchanged, (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
-            else:
-                sid = secrets.token_urlsafe(24)
-                cursor.execute(sql.set, (sid, text, sql.db_time(expires), text, sql.db_time(expires)))
-        finally:
-            if not held:
-                db.close()
+        cursor = db.connection().cursor()
+        row = None
+        if sid:
+            cursor.execute(sql.get, (sid, sql.db_time(now)))
+            row = cursor.fetchone()
+        n = (json.loads(row[0])["n"] if row else 0) + 1
+        cookie = {"originalMaxAge": 86400000, "expires": _iso_z(expires), "httpOnly": True, "path": "/",
+                  "sameSite": "lax"}
+        text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
+        if row:
+            cursor.execute(sql.replace_if_unchanged,
+                           (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
+        else:
+            sid = secrets.token_urlsafe(24)
+            cursor.execute(sql.set, (sid, text, sql.db_time(expires), text, sql.db_time(expires)))
         signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
         bottle.response.set_header("Set-Cookie", "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax"
                                    % (signed, _http_date(expires)))
@@ -326,17 +292,17 @@ def app_from_environment():
     url, table = os.environ.get("HB_DB_URL"), os.environ.get("HB_TABLE")
     secret = os.environ.get("HB_SECRET", "bench secret")
     pool_size = int(os.environ.get("HB_POOL", "8"))
-    if kind in ("plugin", "pluginnoping"):
-        return bottle_app(url, table, secret, with_plugin=True, pool_size=pool_size, ping=kind == "plugin")
-    if kind == "nostore":
-        return bottle_app(secret=secret, with_plugin=False)
-    if kind in ("floor", "floorheld"):
-        return floor_app(url, table, secret, pool_size=pool_size, held=kind == "floorheld")
-    if kind == "beaker":
-        return beaker_app(url, table, secret)
-    if kind == "flask":
-        return flask_app(url, table, secret)
-    raise ValueError("HB_APP must be plugin, pluginnoping, nostore, floor, floorheld, beaker or flask, not %r" % kind)
+    makers = {
+        "plugin": lambda: bottle_app(url, table, secret, pool_size),
+        "middleware": lambda: middleware_app(url, table, secret, pool_size),
+        "flaskiface": lambda: flask_interface_app(url, table, secret, pool_size),
+        "floorheld": lambda: floor_app(url, table, secret),
+        "beaker": lambda: beaker_app(url, table, secret),
+        "flask": lambda: flask_app(url, table, secret),
+    }
+    if kind not in makers:
+        raise ValueError("HB_APP must be one of %s, not %r" % (", ".join(makers), kind))
+    return makers[kind]()
 
 
 _app = None

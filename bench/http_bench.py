@@ -1,44 +1,42 @@
-"""HTTP benchmark: SessionPlugin against no session store, Beaker and Flask-Session, on one database.
+"""HTTP benchmark: what a session costs per request, for each session store, on one database.
 
-    python bench/http_bench.py --db postgresql|mysql|sqlite [--seconds 10] [--warmup 2]
+    python bench/http_bench.py --db postgresql|mysql|sqlite|all [--seconds 6] [--warmup 1]
 
-Each app (bench/http_apps.py) is served by gunicorn (`-k gthread -w 1 --threads 4`, 127.0.0.1, a free port)
-and driven over loopback by wrk (Debian's `wrk`: `apt-get install wrk`) with bench/counter.lua: 8 connections,
-one cookie jar each. /incr reads and writes the session (a counter); /hello doesn't use it (it is requested
-with the connection's session cookie, got by one /incr first). counter.lua checks that every /incr counter is
-the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be 0, however fast.
-The apps take turns of --segment seconds (2; in a new random order for each route of each round) until each
-has had --seconds per route, so a background load that comes and goes hits them alike; each round serves each
-app from a fresh gunicorn, warmed up for --warmup seconds, so its numbers average over several processes.
-Besides requests/s, the table shows the gunicorn worker's CPU time per request, which other processes on the
-machine disturb less.
+Each app serves two routes: /incr reads and writes a session counter, /hello doesn't use a session. A
+session's cost per request is 1/(requests/s of /incr) - 1/(requests/s of /hello) of the same app in the same
+run: all that a session adds to a request, its round trips included, with the app's framework taken out.
+/hello is requested with no cookie (counter.lua's "bare" mode): no app then does any session work for it
+(Flask-Session and express-session would otherwise load the session on every request).
 
-    plugin         Bottle + SessionPlugin, on a playhouse.pool pool (SQLite: the file in WAL mode)
-    no-store       the same Bottle app without the plugin: the counter in an HMAC-signed cookie (the ceiling;
-                   its /hello is the app without the plugin installed)
-    raw SQL floor  /incr hand-written on the same pool: the plugin's own statements on the raw cursor and the same
-                   signed cookie, nothing else (no lazy load, change detection or error handling): the least any
-                   session store on this pool can cost, so the plugin's own overhead is the gap to it
-    floor, no pool the floor with a connection per thread, opened once and kept (no pool check-out per
-                   request, so no ping): the gap between the two floors is what the pool costs
-    plugin, no-ping pool
-                   the plugin on the same pool, but one that makes no round trip of its own: a check-out trusts
-                   the connection's own state instead of pinging the server (as peewee 3.17's PostgreSQL pool
-                   does; peewee 4's pools ping on PostgreSQL and MySQL), and a MySQL check-in sends no ROLLBACK
-                   unless a transaction is open (peewee 4 sends one on each with PyMySQL). What the plugin
-                   reaches without the pool's own traffic; a reference, not a set-up to recommend: a connection
-                   the server dropped then fails a request. Not on SQLite, whose pool checks in process
-    Beaker         Bottle in beaker.middleware.SessionMiddleware, session.type = "ext:database"
-    Flask-Session  Flask + Flask-Session, SESSION_TYPE = "sqlalchemy"
+The Python apps (bench/http_apps.py) are served by gunicorn (`-k gthread -w 1 --threads 4`), the Express
+app (bench/express_app.js) by one Node process, each alone on 127.0.0.1 and driven by wrk (Debian's
+`wrk`) with bench/counter.lua: 4 connections, one cookie jar each. counter.lua checks that every /incr
+counter is the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be
+0, however fast. The apps take turns of --segment seconds (in a new random order for each route of each
+round) until each has had --seconds per route, so a background load that comes and goes hits them alike;
+each round serves each app from a fresh process, warmed up for --warmup seconds. Besides requests/s the
+table shows the server's CPU time per request, which other processes on the machine disturb less.
+
+    plugin             Bottle + SessionPlugin; the app's database a playhouse.pool pool, as the README
+                       recommends (SQLite: the file in WAL mode); the store keeps a connection per thread
+    WSGI middleware    a bare WSGI app in SessionMiddleware, on the same kind of database
+    Flask interface    Flask with FlaskSessionInterface, on the same kind of database
+    floor              Bottle, /incr hand-written: the plugin's own statements on a connection each thread
+                       opens once and keeps, and the same signed cookie, nothing else (no lazy load, change
+                       detection, reconnection or error handling): the least a session store can cost
+    express-session    Express 5 + express-session + connect-session-knex 5 (tests/node_app's packages,
+                       installed with `npm ci` on first use, as the tests do)
+    Beaker             Bottle in beaker.middleware.SessionMiddleware, session.type = "ext:database"
+    Flask-Session      Flask + Flask-Session, SESSION_TYPE = "sqlalchemy"
 
 Every store gets its own freshly named table, dropped at the end. Servers come from the test suite's variables:
 PEEWEE_SESSIONS_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test) and
 PEEWEE_SESSIONS_TEST_MYSQL (default mysql://root@127.0.0.1:3306/test); SQLite is a temporary file.
-Dependencies: bench/requirements.txt. Exit status 1 when a counter was wrong, a request failed or an app
-didn't start; the speed targets are reported, not enforced.
+Dependencies: bench/requirements.txt, Node 20 with npm. Exit status 1 when a counter was wrong, a request
+failed or an app didn't start; the speed targets are reported, not enforced.
 
-From another script: `run(backend, seconds, warmup)` returns the rows as dicts, `format_table(rows)` and
-`target_lines(rows)` print them.
+From another script: `run(backend, seconds, warmup)` returns the rows as dicts, `costs(rows)` the
+session cost of each app, `format_table(rows)` and `target_lines(rows)` print them.
 """
 
 import argparse
@@ -57,6 +55,8 @@ import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+NODE_APP_DIR = os.path.join(os.path.dirname(BENCH_DIR), "tests", "node_app")
+EXPRESS_APP = os.path.join(BENCH_DIR, "express_app.js")
 LUA_SCRIPT = os.path.join(BENCH_DIR, "counter.lua")  # gunicorn imports http_apps from BENCH_DIR
 
 SERVER_URLS = {
@@ -64,18 +64,22 @@ SERVER_URLS = {
     "mysql": ("PEEWEE_SESSIONS_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
 }
 BACKENDS = ("postgresql", "mysql", "sqlite")
-# (name in the table, HB_APP for http_apps, suffix of its table or None)
+# (name in the table, HB_APP for http_apps or "express", suffix of its table)
 APPS = (
     ("plugin", "plugin", "ps"),
-    ("no-store", "nostore", None),
-    ("raw SQL floor", "floor", "fl"),
-    ("floor, no pool", "floorheld", "fh"),
-    ("plugin, no-ping pool", "pluginnoping", "pn"),
+    ("WSGI middleware", "middleware", "mw"),
+    ("Flask interface", "flaskiface", "fi"),
+    ("floor", "floorheld", "fh"),
+    ("express-session", "express", "ex"),
     ("Beaker", "beaker", "bk"),
     ("Flask-Session", "flask", "fs"),
 )
+OURS = ("plugin", "WSGI middleware", "Flask interface")
+# The issue's targets: our session cost at most this many times theirs.
+TARGETS = (("express-session", 0.8), ("Beaker", 0.5), ("Flask-Session", 0.35), ("floor", 1.1))
 ROUTES = ("/incr", "/hello")
-CONNECTIONS = 8
+WRK_MODE = {"/incr": "incr", "/hello": "bare"}
+CONNECTIONS = 4
 GUNICORN_THREADS = 4
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 10
@@ -85,6 +89,29 @@ SEGMENT_S = 2  # seconds of one wrk run; the apps take turns
 
 class BenchError(Exception):
     pass
+
+
+def backend_of(db_url):
+    return next(backend for backend in BACKENDS if db_url.startswith(backend))
+
+
+def node_packages():
+    """None when tests/node_app's packages are there (installed with `npm ci` when missing), else why not."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return "Node.js (node and npm) is not installed"
+    if not os.path.isdir(os.path.join(NODE_APP_DIR, "node_modules", "connect-session-knex")):
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_APP_DIR,
+                              capture_output=True, text=True, timeout=900)
+        if done.returncode:
+            return "`npm ci` in %s failed: %s" % (NODE_APP_DIR, (done.stdout + done.stderr)[-500:])
+    return None
+
+
+def node_sqlite3():
+    """Whether Node's sqlite3 package (built from source by npm ci) loads."""
+    done = subprocess.run(["node", "-e", "require('sqlite3')"], capture_output=True, timeout=60,
+                          env=dict(os.environ, NODE_PATH=os.path.join(NODE_APP_DIR, "node_modules")))
+    return done.returncode == 0
 
 
 def database_url(backend, tmpdir):
@@ -127,14 +154,23 @@ class Gunicorn:
 
     def __init__(self, kind, db_url, table, logdir, threads=GUNICORN_THREADS, pool_size=CONNECTIONS):
         self.port = free_port()
-        self.log_path = os.path.join(logdir, "gunicorn-%s-%d.log" % (kind, self.port))
+        self.log_path = os.path.join(logdir, "server-%s-%d.log" % (kind, self.port))
+        secret = "http bench " + secrets.token_hex(8)
         self.env = dict(os.environ, HB_APP=kind, HB_DB_URL=db_url, HB_TABLE=table or "", HB_POOL=str(pool_size),
-                        HB_SECRET="http bench " + secrets.token_hex(8), PYTHONUNBUFFERED="1")
+                        HB_SECRET=secret, PYTHONUNBUFFERED="1")
         self.command = [
             sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
             "-b", "127.0.0.1:%d" % self.port, "--chdir", BENCH_DIR, "--graceful-timeout", "5",
             "--timeout", "120", "--log-level", "warning", "http_apps:app",
         ]
+        if kind == "express":  # one Node process: it serves the requests itself (no workers)
+            client = {"postgresql": "pg", "mysql": "mysql2", "sqlite": "sqlite3"}[backend_of(db_url)]
+            connection = db_url[len("sqlite:///"):] if client == "sqlite3" else db_url
+            self.env.update(NODE_PATH=os.path.join(NODE_APP_DIR, "node_modules"), KNEX_CLIENT=client,
+                            KNEX_CONNECTION=connection, TABLE_NAME=table, SESSION_SECRET=secret,
+                            PORT=str(self.port))
+            self.command = ["node", EXPRESS_APP]
+        self.kind = kind
         self.process = None
         self.worker_pids = []
 
@@ -147,8 +183,11 @@ class Gunicorn:
         except BaseException:
             self.stop()
             raise
-        self.worker_pids = _children(self.process.pid)
+        self.worker_pids = self._workers()
         return self
+
+    def _workers(self):
+        return [self.process.pid] if self.kind == "express" else _children(self.process.pid)
 
     def __exit__(self, *exc_info):
         self.stop()
@@ -156,7 +195,7 @@ class Gunicorn:
     def worker_cpu_s(self):
         """CPU seconds (user + system) used so far by the worker processes."""
         total = 0.0
-        for pid in _children(self.process.pid):
+        for pid in self._workers():
             try:
                 with open("/proc/%d/stat" % pid) as f:
                     fields = f.read().rsplit(")", 1)[1].split()
@@ -197,7 +236,7 @@ class Gunicorn:
     def stop(self):
         if self.process is None:
             return
-        pids = set(self.worker_pids) | set(_children(self.process.pid))
+        pids = (set(self.worker_pids) | set(_children(self.process.pid))) - {self.process.pid}
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of its workers
             try:
@@ -265,7 +304,6 @@ def _row(backend, app, route, result):
         "route": route,
         "requests_per_s": count / seconds if seconds else 0.0,
         "segment_requests_per_s": result.get("segments", []),  # each wrk run's: the run-to-run noise
-        "ratio_to_no_store": None,
         "wrong_counters": result["wrong"],
         "errors": non_2xx + socket_errors,
         "non_2xx": non_2xx,
@@ -319,11 +357,11 @@ def _check_reachable(backend, db_url):
         raise BenchError("%s at %s is unreachable (%s); set %s to its URL" % (backend, db_url, exc, variable))
 
 
-def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
+def run(backend, seconds=6, warmup=1, connections=CONNECTIONS, threads=GUNICORN_THREADS, apps=None,
         segment=SEGMENT_S, progress=None):
-    """Benchmark the apps on one database; one dict per (app, route), ratios to no-store filled in.
+    """Benchmark the apps on one database; one dict per (app, route).
 
-    The run is made of rounds. Each round starts every app in a gunicorn of its own, warms each up for
+    The run is made of rounds. Each round starts every app in a process of its own, warms each up for
     `warmup` s of /incr, then, route by route, gives each a `segment`-second wrk run (in a random order),
     and stops them; rounds go on until each app has had `seconds` per route. A fresh process a
     round: one process may run the very same code some percent slower than another for its whole life (how
@@ -331,8 +369,7 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
     Interleaving keeps a background load that comes and goes from favouring one app. Each wrk run opens
     fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
 
-    `apps` limits the run to some of the APPS' names (no-store is always
-    measured: it is the ceiling the ratios divide by). `progress` (a callable taking a string) hears what
+    `apps` limits the run to some of the APPS' names. `progress` (a callable taking a string) hears what
     is running.
     """
     if backend not in BACKENDS:
@@ -345,13 +382,16 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
     tmpdir = tempfile.mkdtemp(prefix="http_bench_")
     db_url = database_url(backend, tmpdir)
     prefix = "hb_%s" % secrets.token_hex(4)
-    chosen = [(name, kind, suffix) for name, kind, suffix in APPS if not apps or name in apps or name == "no-store"]
-    if backend == "sqlite" and any(kind == "pluginnoping" for _, kind, _ in chosen):
-        say("sqlite: no 'plugin, no-ping pool' (SQLite's pool checks its connections in process)")
-        chosen = [(name, kind, suffix) for name, kind, suffix in chosen if kind != "pluginnoping"]
+    chosen = [(name, kind, suffix) for name, kind, suffix in APPS if not apps or name in apps]
+    if any(kind == "express" for _, kind, _ in chosen):
+        why_not = node_packages() or (None if backend != "sqlite" or node_sqlite3()
+                                      else "Node's sqlite3 package did not build")
+        if why_not:
+            say("%s: no express-session row: %s" % (backend, why_not))
+            chosen = [(name, kind, suffix) for name, kind, suffix in chosen if kind != "express"]
     names = [name for name, _, _ in chosen]
-    # Each store's table, made by its app and dropped at the end (None: the app has none).
-    table_of = {name: "%s_%s" % (prefix, suffix) if suffix else None for name, _, suffix in chosen}
+    # Each store's table, made by its app and dropped at the end.
+    table_of = {name: "%s_%s" % (prefix, suffix) for name, _, suffix in chosen}
     results = {}
     log_tails = {}  # the server log of an app's run that went wrong
     try:
@@ -374,7 +414,7 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                                                                 "; ".join(order)))
                     for name in order:
                         cpu_before = servers[name].worker_cpu_s()
-                        result = run_wrk(servers[name].port, route.strip("/"), segment, connections)
+                        result = run_wrk(servers[name].port, WRK_MODE[route], segment, connections)
                         result["worker_cpu_us"] = int((servers[name].worker_cpu_s() - cpu_before) * 1e6)
                         results.setdefault((name, route), []).append(result)
                         if result["wrong"] or any(_errors(result)):
@@ -388,87 +428,72 @@ def run(backend, seconds=10, warmup=2, connections=CONNECTIONS, threads=GUNICORN
                 rows.append(row)
     finally:
         if backend != "sqlite":  # SQLite's tables go with its temporary file
-            _drop_tables(db_url, [table for table in table_of.values() if table])
+            _drop_tables(db_url, list(table_of.values()))
         shutil.rmtree(tmpdir, ignore_errors=True)
-    ceiling = {row["route"]: row["requests_per_s"] for row in rows if row["app"] == "no-store"}
-    for row in rows:
-        if ceiling.get(row["route"]):
-            row["ratio_to_no_store"] = row["requests_per_s"] / ceiling[row["route"]]
     return rows
-
-
-def format_table(rows):
-    lines = ["| database | app | route | requests/s | ratio to no-store | wrong counters | errors "
-             "| turns min-max req/s | worker CPU ms/request |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
-        ratio = "-" if row["ratio_to_no_store"] is None else "%.2f" % row["ratio_to_no_store"]
-        cpu = row.get("worker_cpu_ms_per_request")
-        turns = row.get("segment_requests_per_s") or []
-        spread = "%.0f-%.0f" % (min(turns), max(turns)) if turns else "-"
-        lines.append("| %s | %s | %s | %.0f | %s | %d | %d | %s | %s |" % (
-            row["database"], row["app"], row["route"], row["requests_per_s"], ratio, row["wrong_counters"],
-            row["errors"], spread, "-" if cpu is None else "%.3f" % cpu))
-    return "\n".join(lines)
 
 
 def _rps(rows, database, app, route):
     for row in rows:
         if row["database"] == database and row["app"] == app and row["route"] == route:
-            return row["requests_per_s"]
+            return row
     return None
 
 
-def targets(rows):
-    """The issue's targets for each database in rows: (database, description, value, goal, met)."""
-    out = []
-    for database in dict.fromkeys(row["database"] for row in rows):
-        plugin_incr = _rps(rows, database, "plugin", "/incr")
-        checks = [
-            ("plugin /incr / no-store /incr", plugin_incr, _rps(rows, database, "no-store", "/incr"), 0.70,
-             "target set for PostgreSQL" if database != "postgresql" else None),
-            ("plugin /incr / Beaker /incr", plugin_incr, _rps(rows, database, "Beaker", "/incr"), 2.0, None),
-            ("plugin /incr / Flask-Session /incr", plugin_incr, _rps(rows, database, "Flask-Session", "/incr"),
-             2.0, None),
-            ("plugin /hello / app without the plugin /hello", _rps(rows, database, "plugin", "/hello"),
-             _rps(rows, database, "no-store", "/hello"), 0.95, None),
-        ]
-        for description, numerator, denominator, goal, note in checks:
-            if numerator is None or not denominator:
-                continue
-            value = numerator / denominator
-            out.append((database, description, value, goal, value >= goal, note))
+def costs(rows):
+    """{(database, app): the session cost per request in ms, and in the server's CPU ms}."""
+    out = {}
+    for row in rows:
+        if row["route"] != "/incr":
+            continue
+        hello = _rps(rows, row["database"], row["app"], "/hello")
+        if hello and row["requests_per_s"] and hello["requests_per_s"]:
+            ours, bare = row["worker_cpu_ms_per_request"], hello["worker_cpu_ms_per_request"]
+            cpu = ours - bare if ours is not None and bare is not None else None
+            out[(row["database"], row["app"])] = {
+                "ms": 1000 / row["requests_per_s"] - 1000 / hello["requests_per_s"], "cpu_ms": cpu}
     return out
 
 
-def floor_lines(rows):
-    """Not targets: the hand-written floors, which bound what any store here can reach, and the plugin on a
-    pool that makes no round trip of its own, which shows how much of its gap to the floor with no pool is
-    the pool's own traffic."""
-    lines = []
+def format_table(rows):
+    lines = ["| database | app | /incr req/s | /hello req/s | session cost ms/request "
+             "| server CPU ms/request: /incr, /hello | /incr turns min-max req/s | wrong counters "
+             "| errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cost = costs(rows)
+    for row in rows:
+        if row["route"] != "/incr":
+            continue
+        hello = _rps(rows, row["database"], row["app"], "/hello") or {}
+        turns = row.get("segment_requests_per_s") or []
+        cpu = "%.3f, %.3f" % (row["worker_cpu_ms_per_request"] or 0,
+                              hello.get("worker_cpu_ms_per_request") or 0)
+        c = cost.get((row["database"], row["app"]))
+        lines.append("| %s | %s | %.0f | %.0f | %s | %s | %s | %d | %d |" % (
+            row["database"], row["app"], row["requests_per_s"], hello.get("requests_per_s", 0),
+            "-" if c is None else "%.3f" % c["ms"], cpu,
+            "%.0f-%.0f" % (min(turns), max(turns)) if turns else "-",
+            row["wrong_counters"] + hello.get("wrong_counters", 0), row["errors"] + hello.get("errors", 0)))
+    return "\n".join(lines)
+
+
+def targets(rows):
+    """The issue's targets: (database, ours, theirs, our cost / their cost, limit, met) for each pair."""
+    cost, out = costs(rows), []
     for database in dict.fromkeys(row["database"] for row in rows):
-        floor, plugin = _rps(rows, database, "raw SQL floor", "/incr"), _rps(rows, database, "plugin", "/incr")
-        ceiling = _rps(rows, database, "no-store", "/incr")
-        if floor and plugin and ceiling:
-            lines.append("- %s: raw SQL floor /incr / no-store /incr = %.2f; plugin /incr / raw SQL floor /incr = %.2f"
-                         % (database, floor / ceiling, plugin / floor))
-        held = _rps(rows, database, "floor, no pool", "/incr")
-        if held and ceiling:
-            lines.append("- %s: the floor with no pool (a connection per thread, kept) /incr / no-store /incr = %.2f"
-                         % (database, held / ceiling))
-        no_ping, beaker = _rps(rows, database, "plugin, no-ping pool", "/incr"), _rps(rows, database, "Beaker", "/incr")
-        if no_ping and ceiling:
-            versus_beaker = "; plugin, no-ping pool /incr / Beaker /incr = %.2f" % (no_ping / beaker) if beaker else ""
-            lines.append("- %s: plugin, no-ping pool /incr / no-store /incr = %.2f%s"
-                         % (database, no_ping / ceiling, versus_beaker))
-    return lines
+        for ours in OURS:
+            for theirs, limit in TARGETS:
+                a, b = cost.get((database, ours)), cost.get((database, theirs))
+                if a and b and b["ms"] > 0:
+                    ratio = a["ms"] / b["ms"]
+                    out.append((database, ours, theirs, ratio, limit, ratio <= limit))
+    return out
 
 
 def target_lines(rows):
-    lines = []
-    for database, description, value, goal, met, note in targets(rows):
-        lines.append("- %s: %s = %.2f (target >= %.2f%s): %s" % (
-            database, description, value, goal, "; " + note if note else "", "met" if met else "MISSED"))
+    lines = ["- %s: %s's session cost / %s's = %.2f (target <= %.2f): %s" % (
+        database, ours, theirs, ratio, limit, "met" if met else "MISSED")
+        for database, ours, theirs, ratio, limit, met in targets(rows)]
     wrong = sum(row["wrong_counters"] for row in rows)
     errors = sum(row["errors"] for row in rows)
     lines.append("- wrong counters: %d, errors (non-2xx + socket errors): %d (both must be 0): %s" % (
@@ -479,13 +504,14 @@ def target_lines(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", required=True, choices=BACKENDS + ("all",), help="the database to run on")
-    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per app and route (default 10)")
-    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds of each app's process (default 2)")
+    parser.add_argument("--seconds", type=float, default=6,
+                        help="measured seconds per app and route (default 6)")
+    parser.add_argument("--warmup", type=float, default=1,
+                        help="warm-up seconds of each app's process (default 1)")
     parser.add_argument("--segment", type=float, default=SEGMENT_S,
                         help="seconds of each wrk run; the apps take turns (default %(default)s)")
-    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="wrk connections (default 8)")
-    parser.add_argument("--apps", nargs="+", choices=[name for name, _, _ in APPS],
-                        help="only these apps (no-store is always measured)")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS, help="wrk connections (default 4)")
+    parser.add_argument("--apps", nargs="+", choices=[name for name, _, _ in APPS], help="only these apps")
     args = parser.parse_args(argv)
     backends = BACKENDS if args.db == "all" else (args.db,)
     load_before = " ".join(open("/proc/loadavg").read().split()[:3])
@@ -498,17 +524,15 @@ def main(argv=None):
     except BenchError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 1
-    print("HTTP benchmark: gunicorn -k gthread -w 1 --threads %d, wrk %d connections (one cookie each), "
-          "%g s per app and route in %g-s turns, after %g s warm-up; load average before: %s" % (
+    print("HTTP benchmark: gunicorn -k gthread -w 1 --threads %d (Node: one process), wrk %d connections "
+          "(one cookie each), %g s per app and route in %g-s turns, after %g s warm-up; load average "
+          "before: %s" % (
               GUNICORN_THREADS, args.connections, args.seconds, args.segment, args.warmup, load_before))
     print()
     print(format_table(rows))
     print()
     print("Targets (ratios within the same run):")
     print("\n".join(target_lines(rows)))
-    print()
-    print("For reference, not targets: the hand-written floors, and the plugin on a pool that doesn't ping:")
-    print("\n".join(floor_lines(rows)))
     for row in rows:
         if row.get("first_wrong") or row.get("log_tail"):
             print("\n%s %s %s: first wrong answer: %s\n%s" % (row["database"], row["app"], row["route"],

@@ -2,8 +2,9 @@
 
     python bench/queries.py [--db sqlite,postgresql,mysql]
 
-Every statement peewee sends goes through Database.execute_sql; this wraps it and counts, per
-request, through a real WSGI stack (WebTest), on an existing session.
+Every statement peewee sends goes through Database.execute_sql; this wraps it (on the app's database
+and on the store's own per-thread one) and counts, per request, through a real WSGI stack (WebTest),
+on an existing session; and the connections opened (0 once the thread's own connection is open).
 """
 
 import argparse
@@ -55,10 +56,12 @@ def run(backend):
     db = open_peewee(backend, os.path.join(tempfile.mkdtemp(), "queries.sqlite"))
     table = "queries_" + uuid.uuid4().hex[:8]
     store = PeeweeSessionStore(db, table_name=table, clear_interval=0)
-    statements = []
-    execute_sql = db.execute_sql
-    db.execute_sql = lambda sql, params=None, *a, **k: statements.append(sql.split()[0]) or execute_sql(sql, params,
-                                                                                                         *a, **k)
+    statements, connects = [], []
+    # The store's statements go on the app's database in a transaction, on its own connection otherwise.
+    databases = [d for d in (db, store._own_db) if d is not None]
+    for database in databases:
+        database.execute_sql = _counting(database.execute_sql, lambda sql: statements.append(sql.split()[0]))
+        database._connect = _counting(database._connect, lambda: connects.append(1))
     rows = []
     try:
         clients = {due: webtest.TestApp(make_app(store, 0 if due else 3600)) for due in (False, True)}
@@ -69,10 +72,13 @@ def run(backend):
             if "fresh" in path:
                 client = webtest.TestApp(client.app)
             statements.clear()
+            connects.clear()
             client.get(path.split("?")[0])
-            rows.append({"database": backend, "request": label, "statements": list(statements)})
+            rows.append({"database": backend, "request": label, "statements": list(statements),
+                         "connects": len(connects)})
     finally:
-        db.execute_sql = execute_sql
+        for database in databases:
+            del database.execute_sql, database._connect
         store.close()
         quote = db.quote
         db.execute_sql("DROP TABLE IF EXISTS %s%s%s" % (quote[0], table, quote[1]))
@@ -80,11 +86,21 @@ def run(backend):
     return rows
 
 
+def _counting(function, note):
+    def counting(*args, **kwargs):
+        note(*args[:1])
+        return function(*args, **kwargs)
+
+    return counting
+
+
 def markdown(rows):
-    lines = ["| database | a request that | queries | statements |", "|---|---|---:|---|"]
+    lines = ["| database | a request that | queries | statements | connections opened |",
+             "|---|---|---:|---|---:|"]
     for row in rows:
-        lines.append("| %s | %s | %d | %s |" % (row["database"], row["request"], len(row["statements"]),
-                                                 ", ".join(row["statements"]) or "none"))
+        lines.append("| %s | %s | %d | %s | %d |" % (
+            row["database"], row["request"], len(row["statements"]), ", ".join(row["statements"]) or "none",
+            row["connects"]))
     return "\n".join(lines)
 
 

@@ -27,7 +27,12 @@ import sys, socketserver
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from playhouse.db_url import connect
 sys.path.insert(0, %r)
+import functools
+import example_bottle
 from example_bottle import make_app
+# The site makes its store itself: its table and sweep interval are the soak's.
+example_bottle.PeeweeSessionStore = functools.partial(example_bottle.PeeweeSessionStore,
+                                                      table_name="soak_sessions", clear_interval=5)
 
 class Quiet(WSGIRequestHandler):
     def log_message(self, *args):
@@ -38,7 +43,7 @@ class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     request_queue_size = 64
 
 app = make_app(connect(sys.argv[1], application_name="peewee-sessions-soak") if sys.argv[1].startswith("postgres")
-               else connect(sys.argv[1]), secret="soak secret", max_age=20, clear_interval=5, table_name="soak_sessions")
+               else connect(sys.argv[1]), secret="soak secret", max_age=20)
 make_server("127.0.0.1", int(sys.argv[2]), app, server_class=ThreadingServer, handler_class=Quiet).serve_forever()
 """ % str(ROOT)
 
@@ -72,7 +77,7 @@ class Visitor:
 
     def walk(self, name):
         return [self.request("GET", "/"), self.request("POST", "/login", urllib.parse.urlencode({"name": name})),
-                self.request("GET", "/me"), self.request("GET", "/"), self.request("POST", "/logout")]
+                self.request("GET", "/sessions"), self.request("GET", "/"), self.request("POST", "/logout")]
 
 
 def process_sample(pid):
@@ -101,6 +106,14 @@ def server_connections(url):
             return db.execute_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
                                   "AND ID <> CONNECTION_ID()").fetchone()[0]
     return 0
+
+
+def drop_table(url):
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    with db.connection_context():
+        db.execute_sql("DROP TABLE IF EXISTS soak_sessions")
 
 
 def main():
@@ -150,6 +163,7 @@ def main():
     finally:
         child.terminate()
         child.wait(10)
+        drop_table(args.db)
 
     first, last = samples[min(1, len(samples) - 1)], samples[-1]  # after a warm-up sample
     growth = last["rss_mb"] - first["rss_mb"]

@@ -97,9 +97,8 @@ class StoreRunner:
 
     def set_threaded(self, sids):
         def work(part):
-            with self.store.connection():  # each thread its own connection, opened once
-                for sid in part:
-                    self.store.set("t" + sid, self.sess)
+            for sid in part:  # each thread on the store's own connection of the thread, opened once
+                self.store.set("t" + sid, self.sess)
 
         run_threads(work, sids)
 
@@ -191,7 +190,7 @@ def run(backend, ops=10000, chunk=1000):
     rows = []
     try:
         db.connect()
-        ours, raw = StoreRunner(store, sess), RawRunner(backend, sqlite_path, store._statements, sess)
+        ours, raw = StoreRunner(store, sess), RawRunner(backend, sqlite_path, store.dialect, sess)
         for op in ("set", "set_threaded", "get", "touch"):
             # The threads open a connection each per turn: two turns each, so that cost stays small.
             turn = len(sids) // 2 if op == "set_threaded" else chunk

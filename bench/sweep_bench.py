@@ -240,7 +240,7 @@ def percentile(values, fraction):
 
 def explain_batch(backend, store, batch, analyze):
     """The plan of one sweep batch statement, as the store runs it; with analyze, run and rolled back."""
-    db, sql = store.db, store._statements
+    db, sql = store.db, store.dialect
     # MySQL/MariaDB read a batch's expired keys with a SELECT, then delete by key (the store's _KeyOrderSweep).
     statement, params = getattr(sql, "sweep_batch", None) or sql.sweep_expired_keys, (sql.now(), batch)
     statement = statement.split(" FOR ", 1)[1] if statement.startswith("SET STATEMENT") else statement  # MariaDB's
@@ -292,7 +292,7 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         store = PeeweeSessionStore(db, table_name=table, clear_interval=0, sweep_batch_size=batch)
         version = db.execute_sql("SELECT VERSION()").fetchone()[0]
         result["server"] = " ".join(version.split()[:2]) if backend == "postgresql" else version
-        sql = store._statements
+        sql = store.dialect
         result["sweep_sql"] = getattr(sql, "sweep_batch", None) or "; ".join(
             (sql.sweep_expired_keys, sql.sweep_window[True], sql.delete_expired_keys(3)))
 
@@ -340,10 +340,10 @@ def _run_once(backend, expired, live, batch, pause, reader_pause, idle_seconds, 
         # MySQL/MariaDB walk a backlog in key order: each window of keys is read (without locks) before
         # its expired rows are deleted. PostgreSQL, after walking a backlog in page order, reads its
         # expired index a slice at a time (without locks). Those reads are timed too, apart from the DELETEs.
-        windows = set(getattr(store._statements, "sweep_window", {}).values())
+        windows = set(getattr(store.dialect, "sweep_window", {}).values())
         window_seconds = []
-        page_deletes = getattr(store._statements, "sweep_pages", None)  # a DELETE in a WITH
-        index_slice = getattr(store._statements, "index_slice", None)
+        page_deletes = getattr(store.dialect, "sweep_pages", None)  # a DELETE in a WITH
+        index_slice = getattr(store.dialect, "index_slice", None)
         slice_seconds = []
 
         def timed_execute(sql, params=None, *args, **kwargs):

@@ -197,10 +197,19 @@ def build_app(store, **plugin_options):
 
 
 class Counter:
-    """Counts the SQL statements a database runs, by wrapping its one funnel, execute_sql."""
+    """Counts the SQL statements a database runs, by wrapping its one funnel, execute_sql.
+
+    Given a store, it counts what the store runs on the app's database and on its own
+    connections (PeeweeSessionStore._run) alike.
+    """
 
     def __init__(self, db):
         self.statements = []
+        databases = [db.db, db._own_db] if isinstance(db, PeeweeSessionStore) else [db]
+        for database in filter(None, databases):
+            self._wrap(database)
+
+    def _wrap(self, db):
         original = db.execute_sql
 
         def counting(sql, params=None, *args, **kwargs):

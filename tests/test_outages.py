@@ -217,29 +217,3 @@ def test_without_error_status_the_error_is_the_librarys_own(backend, server, sto
     finally:
         server["start"]()
     assert store.get("kept")["n"] == 1
-
-
-def test_a_pool_with_no_free_connection_is_an_unavailable_store(backend, tmp_path, table_name):
-    """playhouse.pool's MaxConnectionsExceeded is a ValueError: it must come out as the store's own error."""
-    threads = {"check_same_thread": False} if backend == "sqlite" else {}
-    db = open_pooled_database(backend, tmp_path, max_connections=1, **threads)
-    store = PeeweeSessionStore(db, table_name=table_name, clear_interval=0)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_only_connection():
-        with db.connection_context():
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_the_only_connection)
-    holder.start()
-    try:
-        assert holding.wait(10)
-        with pytest.raises(SessionStoreUnavailable, match="pool"):
-            store.get("anyone")
-    finally:
-        release.set()
-        holder.join()
-        store.close()
-        drop_table(db, table_name)
-        db.close_all()

@@ -76,7 +76,7 @@ def test_nested_changes_are_saved(make_web):
 def test_unchanged_session_is_not_rewritten(web):
     client, _, store = web
     client.get("/count")
-    counter = Counter(store.db)
+    counter = Counter(store)
     response = client.get("/read")
     assert response.text == "1"
     assert [sql.split()[0] for sql in counter.statements] == ["SELECT"]  # the read, no write: touch not due
@@ -248,7 +248,7 @@ def test_a_lifetime_set_then_saved_mid_request_moves_the_row_expiry(make_web, co
 def test_resave_writes_unchanged_sessions(make_web):
     client, plugin, _ = make_web(resave=True)
     client.get("/count")
-    counter = Counter(plugin.store.db)
+    counter = Counter(plugin.store)
     client.get("/read")
     assert [sql.split()[0] for sql in counter.statements] == ["SELECT", "UPDATE"]  # a patch of the stored row
 
@@ -256,7 +256,7 @@ def test_resave_writes_unchanged_sessions(make_web):
 def test_touch_after_throttles_expiry_writes(make_web):
     client, plugin, _ = make_web(touch_after=0)
     client.get("/count")
-    counter = Counter(plugin.store.db)
+    counter = Counter(plugin.store)
     client.get("/read")
     assert [sql.split()[0] for sql in counter.statements] == ["SELECT", "UPDATE"]
 
@@ -291,7 +291,7 @@ def test_route_options_from_an_ini_file_are_read_as_their_types(make_web, tmp_pa
     (tmp_path / "app.ini").write_text("[session]\nrolling = false\ntouch_after = 0\n")
     app.config.load_config(str(tmp_path / "app.ini"))  # every value a string: "false", "0"
     client.get("/count")
-    counter = Counter(plugin.store.db)
+    counter = Counter(plugin.store)
     response = client.get("/read")
     assert "Set-Cookie" not in response.headers  # "false" is false, not a true string
     assert [sql.split()[0] for sql in counter.statements] == ["SELECT", "UPDATE"]  # "0": touched at once
