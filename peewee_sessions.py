@@ -36,8 +36,8 @@ import atexit
 import contextlib
 import copy
 import datetime
-import hashlib
 import functools
+import hashlib
 import hmac
 import http
 import inspect
@@ -54,7 +54,15 @@ import time
 import urllib.parse
 import weakref
 from base64 import b64encode
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Type, Union, cast
+from collections.abc import Iterable, Iterator
+from typing import (
+    Any,
+    Callable,
+    NamedTuple,
+    Optional,
+    Union,
+    cast,
+)
 
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledSqliteDatabase  # part of peewee
@@ -120,8 +128,9 @@ def _translated(exc: BaseException) -> BaseException:
     if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
         kind = _failure_kind(exc)
         if kind == "conflict":
-            return SessionConflict("the session database reported a conflict; nothing was changed: %s"
-                                   % _first_line(exc))
+            return SessionConflict(
+                "the session database reported a conflict; nothing was changed: %s" % _first_line(exc)
+            )
         if kind == "outage":
             return SessionStoreUnavailable("the session database is unavailable: %s" % _first_line(exc))
         if kind == "login":
@@ -141,14 +150,34 @@ def _first_line(exc: Union[BaseException, str]) -> str:
 # has no class for (MariaDB's CHECK failure, 4025, among them), psycopg2 for an exhausted limit.
 # Only these mean the database cannot serve now (a 503, worth a retry), by each driver's codes:
 # MySQL/MariaDB: every client-side error (2000-2999: no route, connection lost, gone away) and these.
-_MYSQL_OUTAGES = frozenset({
-    1040, 1203, 1226,  # too many connections (in all, or the user's)
-    1042, 1043, 1152, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161, 1184,  # the connection broke
-    1053, 1927, 1317, 4031,  # the server shut down, killed the connection or the query, or timed it out
-    1047,  # Galera: the node is not ready for queries (WSREP)
-    1290, 1836,  # read-only (a replica during a failover)
-    1969, 3024,  # MariaDB's max_statement_time, MySQL's max_execution_time
-})
+_MYSQL_OUTAGES = frozenset(
+    {
+        1040,
+        1203,
+        1226,  # too many connections (in all, or the user's)
+        1042,
+        1043,
+        1152,
+        1154,
+        1155,
+        1156,
+        1157,
+        1158,
+        1159,
+        1160,
+        1161,
+        1184,  # the connection broke
+        1053,
+        1927,
+        1317,
+        4031,  # the server shut down, killed the connection or the query, or timed it out
+        1047,  # Galera: the node is not ready for queries (WSREP)
+        1290,
+        1836,  # read-only (a replica during a failover)
+        1969,
+        3024,  # MariaDB's max_statement_time, MySQL's max_execution_time
+    }
+)
 _MYSQL_LOGIN_REFUSED = frozenset({1044, 1045, 1049, 1130, 1698})  # access denied, no such database
 # Lost to another transaction, which changed nothing (see SessionConflict): a deadlock (Galera's
 # certification failures too), a lock wait that timed out; PostgreSQL's serialization failure, deadlock.
@@ -158,8 +187,10 @@ _POSTGRES_CONFLICTS = frozenset({"40001", "40P01"})
 # operator intervention (shutdown, cancel), system error.
 _POSTGRES_OUTAGES = ("08", "40", "53", "55", "57", "58")
 # libpq reports a refused log-in without a SQLSTATE: known by its text (English messages).
-_POSTGRES_LOGIN_REFUSED = re.compile(r'authentication failed|(role|database) "[^"]*" does not exist'
-                                     r'|pg_hba\.conf')
+_POSTGRES_LOGIN_REFUSED = re.compile(
+    r'authentication failed|(role|database) "[^"]*" does not exist'
+    r"|pg_hba\.conf"
+)
 # ... and a connection setting it can't use (sslmode=nope, an unknown option) the same way.
 _POSTGRES_BAD_SETTING = re.compile(r"invalid (dsn|connection option|[\w ]+ value|value for parameter)")
 # SQLite's primary result codes: BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, PROTOCOL.
@@ -249,18 +280,22 @@ def _expiry_from_db(value: Union[str, int, datetime.datetime]) -> datetime.datet
 # -- JSON: what a session may hold -----------------------------------------------------------
 
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once: json.dumps with options makes one a call
+_ENCODER = json.JSONEncoder(
+    allow_nan=False, separators=(",", ":")
+)  # made once: json.dumps with options makes one a call
 
 
 _WHOLE = object()  # _to_json's key when the value is not one key's
 
 
 def _to_json(value: Any, key: Any = _WHOLE) -> str:
-    """Encode a value (the session's `key`, if given) as JSON, or raise TypeError naming what cannot be stored."""
+    """Encode a value (the session's `key`, if given) as JSON; a TypeError names what cannot be stored."""
     try:
         return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested about 1,000 levels
-        path = "session" if key is _WHOLE else "session[%r]" % (key,)  # built only here: encoding is the hot path
+        path = (
+            "session" if key is _WHOLE else "session[%r]" % (key,)
+        )  # built only here: encoding is the hot path
         raise TypeError(
             "session value %s cannot be stored as JSON: %s" % (_find_unstorable(value, path), exc)
         ) from None
@@ -270,11 +305,13 @@ def _object_key(key: Any) -> str:
     """A session key, which is a str as a JSON object's are (json.dumps would turn 1 into "1", which
     reads back as another key)."""
     if not isinstance(key, str):
-        raise TypeError("session key %.80r cannot be stored: a session's keys are str, as JSON's are" % (key,))
+        raise TypeError(
+            "session key %.80r cannot be stored: a session's keys are str, as JSON's are" % (key,)
+        )
     return key
 
 
-def _json_object(members: Dict[str, str]) -> str:
+def _json_object(members: dict[str, str]) -> str:
     """A JSON object from str keys and already-encoded values."""
     return "{" + ",".join([_ENCODER.encode(key) + ":" + text for key, text in members.items()]) + "}"
 
@@ -322,8 +359,10 @@ def _check_depth(data: str) -> None:
     sess = json.loads(data)
     key = next((key for key, value in sess.items() if _nests_deeper(value, MAX_JSON_DEPTH - 1)), None)
     path = "session" if key is None else "session[%r]" % (key,)
-    raise TypeError("%s cannot be stored: a session nests at most %d levels of objects and arrays, counting "
-                    "the session itself (MariaDB's JSON refuses more)" % (path, MAX_JSON_DEPTH))
+    raise TypeError(
+        "%s cannot be stored: a session nests at most %d levels of objects and arrays, counting "
+        "the session itself (MariaDB's JSON refuses more)" % (path, MAX_JSON_DEPTH)
+    )
 
 
 def _nests_deeper(value: Any, levels: int) -> bool:
@@ -346,7 +385,8 @@ def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
     elif isinstance(value, dict):
         for key, item in value.items():
             found = _find_lone_surrogate(key, "%s (the key %r)" % (path, key)) or _find_lone_surrogate(
-                item, "%s[%r]" % (path, key))
+                item, "%s[%r]" % (path, key)
+            )
             if found:
                 return found
     elif isinstance(value, list):
@@ -359,19 +399,25 @@ def _find_lone_surrogate(value: Any, path: str) -> Optional[str]:
 
 def _refuse_lone_surrogates(data: str, where: str) -> None:
     """Refuse, naming its key, a session JSON text holding a lone UTF-16 surrogate (a str from bytes decoded
-    with surrogateescape, say), which the encoder writes as an escape like any other, as JSON.stringify does."""
+    with surrogateescape, say), which the encoder writes as an escape, as JSON.stringify does."""
     if "\\ud" in data:
         sess = json.loads(data)
         try:
-            json.dumps(sess, ensure_ascii=False).encode("utf-8")  # in C: the walk below only names the culprit
+            json.dumps(sess, ensure_ascii=False).encode(
+                "utf-8"
+            )  # in C: the walk below only names the culprit
         except UnicodeEncodeError:
-            raise TypeError("%s cannot be stored in %s: it holds a lone UTF-16 surrogate"
-                            % (_find_lone_surrogate(sess, "session"), where)) from None
+            raise TypeError(
+                "%s cannot be stored in %s: it holds a lone UTF-16 surrogate"
+                % (_find_lone_surrogate(sess, "session"), where)
+            ) from None
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    if abs(value) == float("inf"):  # 1e400: JSON.stringify never writes one, and it could not be written back
+    if abs(value) == float(
+        "inf"
+    ):  # 1e400: JSON.stringify never writes one, and it could not be written back
         raise ValueError("number out of range: %.40s" % text)
     return value
 
@@ -380,7 +426,7 @@ def _no_constant(name: str) -> None:
     raise ValueError("%s is not JSON" % name)  # NaN, Infinity: Python's json reads them, JSON.parse doesn't
 
 
-# A call back into Python for every float: sessions hold few (a session of floats only decodes at half speed).
+# A call back into Python for every float: sessions hold few (a session of floats decodes at half speed).
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
@@ -406,14 +452,19 @@ MAX_LIFETIME = datetime.timedelta(days=36500)  # a stored expiry beyond this is 
 
 def _check_lifetime(seconds: Optional[float], what: str) -> None:
     if seconds is not None and not _is_lifetime(seconds):
-        raise ValueError("%s must be a positive number of seconds up to 36,500 days, or None; not %r" % (what, seconds))
+        raise ValueError(
+            "%s must be a positive number of seconds up to 36,500 days, or None; not %r" % (what, seconds)
+        )
 
 
 def _is_lifetime(value: Any, per_second: int = 1) -> bool:
     """Whether a number (of seconds, or of 1/per_second seconds) can be a cookie's lifetime: positive, and
     no longer than MAX_LIFETIME."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and 0 < value <= MAX_LIFETIME.total_seconds() * per_second)  # NaN fails both comparisons
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and 0 < value <= MAX_LIFETIME.total_seconds() * per_second
+    )  # NaN fails both comparisons
 
 
 def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
@@ -424,11 +475,13 @@ def _checked_expiry(sid: str, raw: Any) -> Optional[datetime.datetime]:
             return expiry
     except (ValueError, TypeError, OverflowError):
         pass
-    logger.warning("session %.8s...: stored expiry %.40r is unreadable or absurd; treated as missing", sid, raw)
+    logger.warning(
+        "session %.8s...: stored expiry %.40r is unreadable or absurd; treated as missing", sid, raw
+    )
     return None
 
 
-def _live_window(db_time: Callable[[datetime.datetime], Any]) -> Tuple[Any, Any]:
+def _live_window(db_time: Callable[[datetime.datetime], Any]) -> tuple[Any, Any]:
     """The bounds of a live row's expiry, as a database's column holds them: now, and now + MAX_LIFETIME.
 
     get() reads a later expiry as damage (see _checked_expiry); length(), all() and stats() count
@@ -446,11 +499,13 @@ def _expiry_of(sess: dict, now: datetime.datetime) -> datetime.datetime:
     try:
         expiry = _cookie_expiry(sess, now)
     except OverflowError:  # an aware date near year 1 or 9999, moved to UTC
-        raise ValueError("sess['cookie']['expires'] is out of range: %.40r"
-                         % (sess["cookie"]["expires"],)) from None
+        raise ValueError(
+            "sess['cookie']['expires'] is out of range: %.40r" % (sess["cookie"]["expires"],)
+        ) from None
     if abs(expiry - now) > MAX_LIFETIME:
-        raise ValueError("sess['cookie'] gives an expiry of %s, more than 36,500 days from now"
-                         % _iso_z(expiry))
+        raise ValueError(
+            "sess['cookie'] gives an expiry of %s, more than 36,500 days from now" % _iso_z(expiry)
+        )
     return expiry
 
 
@@ -545,7 +600,7 @@ class _Dialect:
     sid_type = "VARCHAR(%d)" % MAX_SID_LENGTH  # the columns' types, for CREATE TABLE
     sess_type = "TEXT"
     expired_type = "DATETIME"
-    atomic_args: Tuple[str, ...] = ()  # what db.atomic() needs to lock before a read-modify-write
+    atomic_args: tuple[str, ...] = ()  # what db.atomic() needs to lock before a read-modify-write
     lock_clause = " FOR UPDATE"  # locks the row a read returns, until the transaction ends
 
     def __init__(self, db: peewee.Database, table: str, sid_column: str) -> None:
@@ -560,7 +615,8 @@ class _Dialect:
         self.get = f"SELECT {sess}, {expiry} FROM {t} WHERE {is_sid} AND expired > {p}"
         self.get_for_update = self.get + self.lock_clause
         self.replace_if_unchanged = (
-            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {is_sid} AND expired > {p} AND {same}")
+            f"UPDATE {t} SET sess = {p}, expired = {p} WHERE {is_sid} AND expired > {p} AND {same}"
+        )
         self.touch_if_unchanged = f"UPDATE {t} SET expired = {p} WHERE {is_sid} AND expired > {p} AND {same}"
         self.set = f"INSERT INTO {t} ({sid}, sess, expired) VALUES ({p}, {p}, {p}) {self.upsert(sid, p)}"
         self.touch = f"UPDATE {t} SET expired = {p} WHERE {is_sid} AND expired > {p}"
@@ -570,12 +626,15 @@ class _Dialect:
         self.all = f"SELECT {sid}, {sess}, {expiry} FROM {t} WHERE expired > {p} AND expired <= {p}"
         self.clear = f"DELETE FROM {t}"
         soonest, latest = self.expiry_text("expired", "MIN"), self.expiry_text("expired", "MAX")
-        self.live_stats = (f"SELECT COUNT(*), {soonest}, {latest} FROM {t}"
-                           f" WHERE expired > {p} AND expired <= {p}")
+        self.live_stats = (
+            f"SELECT COUNT(*), {soonest}, {latest} FROM {t} WHERE expired > {p} AND expired <= {p}"
+        )
         self.expired_count = f"SELECT COUNT(*) FROM {t} WHERE expired <= {p}"
-        # Bounded batches in expiry order: each statement walks the expired index and holds its locks briefly.
-        self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
-                            f" ORDER BY expired LIMIT {p})")
+        # Bounded batches in expiry order: each statement walks the expired index, holding its locks briefly.
+        self.sweep_batch = (
+            f"DELETE FROM {t} WHERE {sid} IN (SELECT {sid} FROM {t} WHERE expired <= {p}"
+            f" ORDER BY expired LIMIT {p})"
+        )
 
     @classmethod
     def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
@@ -618,20 +677,21 @@ class _Dialect:
 
     @staticmethod
     def db_time(value: datetime.datetime) -> Any:
-        """An aware datetime as this database's expired column holds it (as connect-session-knex writes it)."""
+        """An aware datetime as this database's expired column holds it (as connect-session-knex does)."""
         return _iso_z(value)  # SQLite: ISO text, which compares in time order
 
     def now(self) -> Any:
         return self.db_time(_utcnow())
 
-    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], tuple[int, bool]]:
         """One batch of a sweep: size -> (rows deleted, whether more may be expired)."""
         return functools.partial(_sweep_in_expiry_order, store)
 
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
         """The table's size with its indexes (SQLite: only when built with the dbstat table)."""
-        return _scalar(db, "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?",
-                       (table, table + _INDEX_SUFFIX))
+        return _scalar(
+            db, "SELECT SUM(pgsize) FROM dbstat WHERE name = ? OR name = ?", (table, table + _INDEX_SUFFIX)
+        )
 
     def check_storable(self, sid: str, data: str) -> None:
         """Refuse, before any statement, a JSON text that this database would refuse."""
@@ -641,11 +701,13 @@ class _Dialect:
     # connect-session-knex writes are indexed alike. The rule on every database: a string is
     # itself, an integer its decimal text (42 and "42" are one user), anything else is no user.
 
-    def use_user_key(self, path: Tuple[str, ...]) -> None:
+    def use_user_key(self, path: tuple[str, ...]) -> None:
         """Build the user index's DDL, and the statements of sessions_of/destroy_sessions_of, for a path."""
         open_quote, close_quote = self.quote[0], self.quote[1]
-        name = _check_identifier(self.table_name + _USER_INDEX_SUFFIX,
-                                 "the user index's name (table name + %r)" % _USER_INDEX_SUFFIX)
+        name = _check_identifier(
+            self.table_name + _USER_INDEX_SUFFIX,
+            "the user index's name (table name + %r)" % _USER_INDEX_SUFFIX,
+        )
         self.user_index_name = name
         self.user_index = self.user_index_sql(open_quote + name + close_quote, path)
         # The very expression the index holds: a planner uses an expression index only for that expression.
@@ -655,24 +717,27 @@ class _Dialect:
         # Expired rows go too; `keep` is bound as '' when there is none (no session id is empty).
         self.destroy_sessions_of = f"DELETE FROM {t} WHERE {user} = {p} AND {sid} <> {p}"
 
-    def user_value(self, path: Tuple[str, ...]) -> str:
+    def user_value(self, path: tuple[str, ...]) -> str:
         """The user id at `path` in sess, as text (NULL when it is not a string or an integer)."""
         at = "'$." + ".".join(path) + "'"
         # json_valid first: json_type raises on malformed text, which would make a damaged row unwritable.
-        return (f"(CASE WHEN json_valid(sess) THEN CASE WHEN json_type(sess, {at}) IN ('integer', 'text')"
-                f" THEN CAST(json_extract(sess, {at}) AS TEXT) END END)")
+        return (
+            f"(CASE WHEN json_valid(sess) THEN CASE WHEN json_type(sess, {at}) IN ('integer', 'text')"
+            f" THEN CAST(json_extract(sess, {at}) AS TEXT) END END)"
+        )
 
-    def user_index_sql(self, index: str, path: Tuple[str, ...]) -> List[str]:
+    def user_index_sql(self, index: str, path: tuple[str, ...]) -> list[str]:
         """The statements that add the user index to the table (each safe to run again)."""
         # Partial: a session with no user (a visitor's) costs no index entry. `value = ?` implies
         # IS NOT NULL, so the planners use it for sessions_of() (checked with EXPLAIN).
         user = self.user_value(path)
         return [f"CREATE INDEX IF NOT EXISTS {index} ON {self.table} ({user}) WHERE {user} IS NOT NULL"]
 
-    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
+    def user_index_found(self, db: peewee.Database, path: tuple[str, ...]) -> Optional[bool]:
         """Whether the table has the user index: None when it has none, False when it is on another key."""
-        row = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
-                             (self.user_index_name,)).fetchone()
+        row = db.execute_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (self.user_index_name,)
+        ).fetchone()
         return None if row is None else self.user_value(path) in (row[0] or "")  # SQLite keeps the DDL text
 
     # The store's own connection per thread (PeeweeSessionStore._run).
@@ -683,8 +748,11 @@ class _Dialect:
 
         Instance attributes that are functions (a test's wrapper of execute_sql, say) stay db's.
         """
-        plain = next(cls for cls in type(db).__mro__
-                     if issubclass(cls, peewee.Database) and not issubclass(cls, PooledDatabase))
+        plain = next(
+            cls
+            for cls in type(db).__mro__
+            if issubclass(cls, peewee.Database) and not issubclass(cls, PooledDatabase)
+        )
         own: Any = plain.__new__(plain)
         own.__dict__.update({key: value for key, value in vars(db).items() if not callable(value)})
         own._state = _OwnState(_Spares())  # per thread, whatever db's thread_safe
@@ -714,7 +782,9 @@ class _SqliteDialect(_Dialect):
                 "own would wait for the app's readers in the same thread. Open the database with "
                 "pragmas={'journal_mode': 'wal'} (a lasting change to the file) so that the store keeps a "
                 "connection per thread and readers never wait for a write.",
-                db.database, dialect.journal_mode)
+                db.database,
+                dialect.journal_mode,
+            )
         return dialect
 
     def own_database(self, db: peewee.Database) -> Optional[peewee.Database]:
@@ -737,8 +807,9 @@ class _SqliteDialect(_Dialect):
             return  # in memory, a temporary file, or a database not initialized yet
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise SessionStoreError("the SQLite database %s cannot be created: the folder %s does not exist"
-                                    % (path, folder))
+            raise SessionStoreError(
+                "the SQLite database %s cannot be created: the folder %s does not exist" % (path, folder)
+            )
         if os.path.isdir(path):
             raise SessionStoreError("the SQLite database %s is a folder, not a file" % (path,))
 
@@ -752,26 +823,33 @@ class _PostgresqlDialect(_Dialect):
         super().__init__(db, table, sid_column)
         t, sid, p, expiry = self.table, self.sid, self.param, _utc_text("expired")
         # = ANY(ARRAY(...)) deletes by primary key; a plain IN may hash-join over the whole table.
-        self.sweep_batch = (f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
-                            f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))")
+        self.sweep_batch = (
+            f"DELETE FROM {t} WHERE {sid} = ANY(ARRAY(SELECT {sid} FROM {t} WHERE expired <= {p}"
+            f" ORDER BY expired LIMIT {p} FOR UPDATE SKIP LOCKED))"
+        )
         # At most a batch of the expired rows of a window of pages, [first, end): a TID range scan
         # (PostgreSQL 14+). ONLY: a child table (INHERITS) has its own row positions.
         # Returns how many rows went and a sample of where their entries sit in the expired index:
         # their expiries at the given fractions of the way from the lowest to the highest (the
         # texts sort as the times do, byte by byte).
-        self.sweep_pages = (f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
-                            f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
-                            f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
-                            f" SELECT COUNT(*), percentile_disc({p}::float8[])"
-                            f" WITHIN GROUP (ORDER BY {expiry} COLLATE \"C\") FROM gone")
+        self.sweep_pages = (
+            f"WITH gone AS (DELETE FROM ONLY {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ONLY {t}"
+            f" WHERE ctid >= {p}::tid AND ctid < {p}::tid AND expired <= {p}"
+            f" LIMIT {p} FOR UPDATE SKIP LOCKED)) AND expired <= {p} RETURNING expired)"
+            f" SELECT COUNT(*), percentile_disc({p}::float8[])"
+            f' WITHIN GROUP (ORDER BY {expiry} COLLATE "C") FROM gone'
+        )
         # A slice of the expired index, read in order up to its first visible row: an index scan
         # marks the entries it steps over whose rows are gone for good, so later scans skip them.
         # (ORDER BY ... LIMIT 1 keeps it an index scan; a bitmap scan would mark nothing.)
-        self.index_slice = (f"SELECT 1 FROM ONLY {t} WHERE expired >= {p} AND expired <= {p}"
-                            f" ORDER BY expired LIMIT 1")
+        self.index_slice = (
+            f"SELECT 1 FROM ONLY {t} WHERE expired >= {p} AND expired <= {p} ORDER BY expired LIMIT 1"
+        )
         # The table's pages now, if this server can scan a range of them (and None if not).
-        self.table_pages = (f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
-                            f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END")
+        self.table_pages = (
+            f"SELECT CASE WHEN current_setting('server_version_num')::int >= 140000 THEN"
+            f" pg_relation_size(to_regclass(quote_ident({p}))) / current_setting('block_size')::int END"
+        )
 
     def sess_text(self, column: str) -> str:
         return f"CAST({column} AS TEXT)"  # the driver would decode json itself: every backend decodes alike
@@ -781,10 +859,18 @@ class _PostgresqlDialect(_Dialect):
         # PostgreSQL's text holds neither NUL nor a lone surrogate: the INSERT would fail.
         if getattr(self, "user_index", None):
             if "\\u0000" in data:
-                key = next((key for key, value in json.loads(data).items()
-                            if "\x00" in key or "\\u0000" in _to_json(value)), None)
-                raise TypeError("%s cannot be stored in PostgreSQL with a user index: it holds a NUL character"
-                                % ("session" if key is None else "session[%r]" % (key,)))
+                key = next(
+                    (
+                        key
+                        for key, value in json.loads(data).items()
+                        if "\x00" in key or "\\u0000" in _to_json(value)
+                    ),
+                    None,
+                )
+                raise TypeError(
+                    "%s cannot be stored in PostgreSQL with a user index: it holds a NUL character"
+                    % ("session" if key is None else "session[%r]" % (key,))
+                )
             _refuse_lone_surrogates(data, "PostgreSQL with a user index")
 
     def expiry_text(self, column: str, aggregate: str = "") -> str:
@@ -797,27 +883,31 @@ class _PostgresqlDialect(_Dialect):
     def db_time(value: datetime.datetime) -> Any:
         return _as_utc(value)  # timestamptz stores the instant
 
-    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], tuple[int, bool]]:
         return _PageOrderSweep(store).step
 
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
-        return _scalar(db, f"SELECT pg_total_relation_size(to_regclass(quote_ident({self.param})))", (table,))
+        return _scalar(
+            db, f"SELECT pg_total_relation_size(to_regclass(quote_ident({self.param})))", (table,)
+        )
 
-    def user_value(self, path: Tuple[str, ...]) -> str:
+    def user_value(self, path: tuple[str, ...]) -> str:
         # sess is json (connect-session-knex's type), not jsonb: #>> gives a number's text as written,
         # so an integer is told from a float (42.0, 1e3) by its digits.
         at = "'{" + ",".join(path) + "}'"
         value, text = f"sess #> {at}", f"sess #>> {at}"
-        return (f"(CASE json_typeof({value}) WHEN 'string' THEN {text}"
-                f" WHEN 'number' THEN CASE WHEN {text} ~ '^-?[0-9]+$' THEN {text} END END)")
+        return (
+            f"(CASE json_typeof({value}) WHEN 'string' THEN {text}"
+            f" WHEN 'number' THEN CASE WHEN {text} ~ '^-?[0-9]+$' THEN {text} END END)"
+        )
 
-    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
-        row = db.execute_sql("SELECT pg_get_indexdef(to_regclass(quote_ident(%s)))",
-                             (self.user_index_name,)).fetchone()
+    def user_index_found(self, db: peewee.Database, path: tuple[str, ...]) -> Optional[bool]:
+        row = db.execute_sql(
+            "SELECT pg_get_indexdef(to_regclass(quote_ident(%s)))", (self.user_index_name,)
+        ).fetchone()
         if row is None or row[0] is None:
             return None
         return "'{" + ",".join(path) + "}'" in row[0]  # the definition as PostgreSQL rewrites it
-
 
 
 # What the sweep needs of a MySQL server: JSON_ARRAYAGG (MariaDB 10.5+, MySQL 5.7.22+; older ones are past
@@ -843,19 +933,25 @@ class _MysqlDialect(_Dialect):
         # connection's character sets.
 
         def read_keys(keys: str, rows: str) -> str:
-            return (f"{lift}SELECT COUNT(*), CAST(JSON_ARRAYAGG(CONVERT({keys} USING utf8mb4)) AS BINARY),"
-                    f" MAX({sid}) FROM ({rows}) AS batch")
+            return (
+                f"{lift}SELECT COUNT(*), CAST(JSON_ARRAYAGG(CONVERT({keys} USING utf8mb4)) AS BINARY),"
+                f" MAX({sid}) FROM ({rows}) AS batch"
+            )
 
         self.sweep_expired_keys = read_keys(
-            sid, f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}")
+            sid, f"SELECT {sid} FROM {t} WHERE expired <= {p} ORDER BY expired LIMIT {p}"
+        )
         self.sweep_window = {  # the next `size` keys, from the start or after a key; live ones are null
-            after: read_keys(f"CASE WHEN expired <= {p} THEN {sid} END",
-                             f"SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}")
+            after: read_keys(
+                f"CASE WHEN expired <= {p} THEN {sid} END",
+                f"SELECT {sid}, expired FROM {t} {where}ORDER BY {sid} LIMIT {p}",
+            )
             for after, where in ((False, ""), (True, f"WHERE {sid} > {p} "))
         }
         # By the primary key, always: on a small table the optimizer may scan it all, locking every row.
-        self._delete_expired_keys = (f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY)"
-                                     f" WHERE expired <= {p} AND {sid} IN ({{keys}})")
+        self._delete_expired_keys = (
+            f"DELETE {t} FROM {t} FORCE INDEX (PRIMARY) WHERE expired <= {p} AND {sid} IN ({{keys}})"
+        )
 
     @classmethod
     def for_server(cls, db: peewee.Database, table: str, sid_column: str) -> "_Dialect":
@@ -864,8 +960,10 @@ class _MysqlDialect(_Dialect):
         try:
             db.execute_sql(_MYSQL_FEATURE_PROBE).fetchone()
         except peewee.DatabaseError as exc:
-            raise SessionStoreError("peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
-                                    "this server is %s" % version) from exc
+            raise SessionStoreError(
+                "peewee_sessions needs MariaDB 10.5+ or MySQL 5.7.22+ (for JSON_ARRAYAGG); "
+                "this server is %s" % version
+            ) from exc
         dialect = (_MariadbDialect if "mariadb" in version.lower() else _MysqlDialect)(db, table, sid_column)
         dialect.max_packet = int(db.execute_sql("SELECT @@max_allowed_packet").fetchone()[0])
         return dialect
@@ -878,13 +976,22 @@ class _MysqlDialect(_Dialect):
         """Warn, once per store, when the sid column compares case- or space-insensitively (a knex table)."""
         collation = db.execute_sql(
             "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE()"
-            f" AND table_name = {db.param} AND column_name = {db.param}", (table, sid_column)).fetchone()
+            f" AND table_name = {db.param} AND column_name = {db.param}",
+            (table, sid_column),
+        ).fetchone()
         if collation and collation[0] and not collation[0].endswith("_bin"):
             logger.warning(
                 "the session id column %s.%s has the collation %s, which matches ids that differ in case or "
-                "trailing spaces; the store compares ids byte for byte all the same, but two such ids can't both "
+                "trailing spaces; the store compares ids byte for byte all the same, but two such ids can't "
+                "both "
                 "be stored. Fix the table with: ALTER TABLE %s MODIFY %s %s NOT NULL",
-                table, sid_column, collation[0], table, sid_column, cls.sid_type)
+                table,
+                sid_column,
+                collation[0],
+                table,
+                sid_column,
+                cls.sid_type,
+            )
 
     def sid_equals(self, sid: str, param: str) -> str:
         # A knex-made table's column compares case-insensitively and ignores trailing spaces: compare
@@ -894,8 +1001,10 @@ class _MysqlDialect(_Dialect):
     def upsert(self, sid: str, param: str) -> str:
         # Never over another session whose id only matches under a case-insensitive collation.
         same = self.sid_equals(sid, param)
-        return (f"ON DUPLICATE KEY UPDATE sess = IF({same}, {param}, sess),"
-                f" expired = IF({same}, {param}, expired)")
+        return (
+            f"ON DUPLICATE KEY UPDATE sess = IF({same}, {param}, sess),"
+            f" expired = IF({same}, {param}, expired)"
+        )
 
     def set_params(self, sid: str, text: str, expired: Any) -> tuple:
         return (sid, text, expired, sid, text, sid, expired)
@@ -904,7 +1013,7 @@ class _MysqlDialect(_Dialect):
     def db_time(value: datetime.datetime) -> Any:
         return _as_utc(value).replace(tzinfo=None, microsecond=0)  # DATETIME in UTC, whole seconds
 
-    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], Tuple[int, bool]]:
+    def sweeper(self, store: "PeeweeSessionStore") -> Callable[[int], tuple[int, bool]]:
         return _KeyOrderSweep(store.db, self).step
 
     def delete_expired_keys(self, count: int) -> str:
@@ -912,34 +1021,43 @@ class _MysqlDialect(_Dialect):
         return self._delete_expired_keys.replace("{keys}", ", ".join([self.param] * count))
 
     def table_bytes(self, db: peewee.Database, table: str) -> Optional[int]:
-        return _scalar(db, "SELECT data_length + index_length FROM information_schema.tables "
-                           f"WHERE table_schema = DATABASE() AND table_name = {self.param}", (table,))
+        return _scalar(
+            db,
+            "SELECT data_length + index_length FROM information_schema.tables "
+            f"WHERE table_schema = DATABASE() AND table_name = {self.param}",
+            (table,),
+        )
 
     # MySQL/MariaDB index an expression through a generated column: a virtual one takes no space in
     # the rows, and connect-session-knex's inserts name their columns, so they go on working.
     user_column = "sess_user"
 
-    def user_value(self, path: Tuple[str, ...]) -> str:
+    def user_value(self, path: tuple[str, ...]) -> str:
         return f"`{self.user_column}`"
 
-    def user_index_sql(self, index: str, path: Tuple[str, ...]) -> List[str]:
+    def user_index_sql(self, index: str, path: tuple[str, ...]) -> list[str]:
         value = "JSON_EXTRACT(sess, '$.%s')" % ".".join(path)
         # VARBINARY compares bytes, where a utf8mb4 collation matches 'Alice' to 'alice ' (case, PAD SPACE).
         # Longer ids read as none: a value too long for the column would make the row's INSERT fail.
         text, column = f"JSON_UNQUOTE({value})", self.user_value(path)
-        user = (f"CASE WHEN JSON_TYPE({value}) IN ('INTEGER', 'UNSIGNED INTEGER', 'STRING')"
-                f" AND CHAR_LENGTH({text}) <= {MAX_USER_ID_LENGTH} THEN {text} END")
-        return [f"ALTER TABLE {self.table} ADD COLUMN {column} VARBINARY({4 * MAX_USER_ID_LENGTH})"
-                f" AS ({user}) VIRTUAL, ADD INDEX `{self.user_index_name}` ({column})"]
+        user = (
+            f"CASE WHEN JSON_TYPE({value}) IN ('INTEGER', 'UNSIGNED INTEGER', 'STRING')"
+            f" AND CHAR_LENGTH({text}) <= {MAX_USER_ID_LENGTH} THEN {text} END"
+        )
+        return [
+            f"ALTER TABLE {self.table} ADD COLUMN {column} VARBINARY({4 * MAX_USER_ID_LENGTH})"
+            f" AS ({user}) VIRTUAL, ADD INDEX `{self.user_index_name}` ({column})"
+        ]
 
-    def user_index_found(self, db: peewee.Database, path: Tuple[str, ...]) -> Optional[bool]:
+    def user_index_found(self, db: peewee.Database, path: tuple[str, ...]) -> Optional[bool]:
         row = db.execute_sql(
             "SELECT c.generation_expression FROM information_schema.columns c"
             " JOIN information_schema.statistics s ON s.table_schema = c.table_schema"
             " AND s.table_name = c.table_name AND s.column_name = c.column_name"
             " WHERE c.table_schema = DATABASE() AND c.table_name = %s AND c.column_name = %s"
             " AND s.index_name = %s",
-            (self.table_name, self.user_column, self.user_index_name)).fetchone()
+            (self.table_name, self.user_column, self.user_index_name),
+        ).fetchone()
         if row is None:
             return None
         # As the server keeps it: MariaDB as written, MySQL rewritten (with \' around the path, say).
@@ -954,10 +1072,14 @@ class _MysqlDialect(_Dialect):
         # MySQL's JSON refuses a lone UTF-16 surrogate, as bad input (a CHECK failure on MariaDB).
         _refuse_lone_surrogates(data, "MySQL/MariaDB's JSON")
         # set() binds the text twice; past max_allowed_packet the server drops the connection ("gone away").
-        if 2 * 4 * len(data) + 1024 > self.max_packet and 2 * len(data.encode("utf-8", "surrogatepass")) + 1024 \
-                > self.max_packet:
-            raise ValueError("session %.8s... is %d characters of JSON, more than this server's "
-                             "max_allowed_packet (%d bytes) takes" % (sid, len(data), self.max_packet))
+        if (
+            2 * 4 * len(data) + 1024 > self.max_packet
+            and 2 * len(data.encode("utf-8", "surrogatepass")) + 1024 > self.max_packet
+        ):
+            raise ValueError(
+                "session %.8s... is %d characters of JSON, more than this server's "
+                "max_allowed_packet (%d bytes) takes" % (sid, len(data), self.max_packet)
+            )
 
 
 class _MariadbDialect(_MysqlDialect):
@@ -968,24 +1090,30 @@ class _MariadbDialect(_MysqlDialect):
         return f"BINARY sess = {param}"  # MariaDB keeps JSON as the text it was given
 
 
-_DIALECTS: Tuple[Tuple[type, Type[_Dialect]], ...] = (
+_DIALECTS: tuple[tuple[type, type[_Dialect]], ...] = (
     (peewee.PostgresqlDatabase, _PostgresqlDialect),
     (peewee.MySQLDatabase, _MysqlDialect),
     (peewee.SqliteDatabase, _SqliteDialect),
 )
 # The names create_table_sql() takes: the URL schemes'.
-_DIALECT_NAMES = {"sqlite": peewee.SqliteDatabase, "postgresql": peewee.PostgresqlDatabase,
-                  "postgres": peewee.PostgresqlDatabase, "mariadb": peewee.MySQLDatabase,
-                  "mysql": peewee.MySQLDatabase}
+_DIALECT_NAMES = {
+    "sqlite": peewee.SqliteDatabase,
+    "postgresql": peewee.PostgresqlDatabase,
+    "postgres": peewee.PostgresqlDatabase,
+    "mariadb": peewee.MySQLDatabase,
+    "mysql": peewee.MySQLDatabase,
+}
 
 
-def _dialect_for(db: peewee.Database) -> Type[_Dialect]:
+def _dialect_for(db: peewee.Database) -> type[_Dialect]:
     """The dialect class of a database (through a DatabaseProxy)."""
     db = _database_of(db)
     for database_class, dialect in _DIALECTS:
         if isinstance(db, database_class):
             return dialect
-    raise TypeError("peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__)
+    raise TypeError(
+        "peewee-sessions supports SQLite, PostgreSQL and MySQL/MariaDB, not %s" % type(db).__name__
+    )
 
 
 def _check_database(db: Any) -> None:
@@ -995,7 +1123,7 @@ def _check_database(db: Any) -> None:
 
 
 def _scalar(db: peewee.Database, sql: str, params: tuple) -> Optional[int]:
-    """A query's one number, or None where the database can't answer it (a table SQLite wasn't built with)."""
+    """A query's one number, or None where the database can't answer it (SQLite built without dbstat)."""
     try:
         with db.atomic():  # on PostgreSQL a failed statement must not poison an open transaction
             row = db.execute_sql(sql, params).fetchone()
@@ -1030,14 +1158,15 @@ class SessionIdField(peewee.CharField):
         return peewee.SQL(_dialect_for(self.model._meta.database).sid_type)
 
 
-def _user_path(user_key: Any) -> Tuple[str, ...]:
+def _user_path(user_key: Any) -> tuple[str, ...]:
     """The JSON path of a user_key ("user_id", "passport.user"): it goes into SQL as a literal, so only
     plain keys (letters, digits, _) joined by dots."""
     segments = user_key.split(".") if isinstance(user_key, str) else []
     if not segments or len(segments) > 8 or not all(_USER_KEY_SEGMENT.match(part) for part in segments):
-        raise ValueError("user_key must be a session key or a dotted path to a nested one (\"user_id\", "
-                         "\"passport.user\"): keys of letters, digits and _, at most 8 of them; not %.80r"
-                         % (user_key,))
+        raise ValueError(
+            'user_key must be a session key or a dotted path to a nested one ("user_id", '
+            '"passport.user"): keys of letters, digits and _, at most 8 of them; not %.80r' % (user_key,)
+        )
     return tuple(segments)
 
 
@@ -1119,10 +1248,11 @@ class _Connection:
     (see _translated), but for what `passing` names: an exception, or a class of them.
     """
 
-    __slots__ = ("db", "opened", "discard", "passing")
+    __slots__ = ("db", "discard", "opened", "passing")
 
-    def __init__(self, db: peewee.Database, discard: bool = False,
-                 passing: Union[BaseException, type, None] = None) -> None:
+    def __init__(
+        self, db: peewee.Database, discard: bool = False, passing: Union[BaseException, type, None] = None
+    ) -> None:
         self.db: Any = db  # a pooled one has manual_close()
         self.opened = False
         self.discard = discard  # close a pooled connection rather than return it to the pool
@@ -1136,7 +1266,9 @@ class _Connection:
             except (peewee.DatabaseError, peewee.InterfaceError) as exc:
                 raise _translated(exc) from exc
             except MaxConnectionsExceeded as exc:  # a ValueError: every connection of the pool is in use
-                raise SessionStoreUnavailable("no free connection in the session database's pool: %s" % exc) from exc
+                raise SessionStoreUnavailable(
+                    "no free connection in the session database's pool: %s" % exc
+                ) from exc
             except (TypeError, ValueError, AttributeError, KeyError) as exc:  # PyMySQL's, for charset="nope"
                 raise _refused_settings(exc) from exc
 
@@ -1158,8 +1290,7 @@ class _Connection:
     def __exit__(self, exc_type: Any, exc: Optional[BaseException], traceback: Any) -> None:
         self.close()
         passing = self.passing
-        if exc is None or exc is passing or (
-                isinstance(passing, type) and isinstance(exc, passing)):
+        if exc is None or exc is passing or (isinstance(passing, type) and isinstance(exc, passing)):
             return
         translated = _translated(exc)
         if translated is not exc:
@@ -1168,8 +1299,10 @@ class _Connection:
 
 def _refused_settings(exc: Exception) -> SessionStoreError:
     """A driver's own exception for a connection setting it can't use (an unknown one, a bad value)."""
-    return SessionStoreError("the session database's driver refused its connection settings: %s: %s"
-                             % (type(exc).__name__, _first_line(exc)))
+    return SessionStoreError(
+        "the session database's driver refused its connection settings: %s: %s"
+        % (type(exc).__name__, _first_line(exc))
+    )
 
 
 class _Spares:
@@ -1182,7 +1315,7 @@ class _Spares:
     __slots__ = ("connections", "lock")
 
     def __init__(self) -> None:
-        self.connections: List[Any] = []
+        self.connections: list[Any] = []
         self.lock = threading.Lock()
 
     def put(self, connection: Any) -> None:
@@ -1213,7 +1346,7 @@ class _Keeper:
     hands the connection to the spares instead of letting it close. Disarmed when the connection is
     closed or replaced on purpose."""
 
-    __slots__ = ("connection", "spares", "pid")
+    __slots__ = ("connection", "pid", "spares")
 
     def __init__(self, connection: Any, spares: _Spares) -> None:
         self.connection, self.spares, self.pid = connection, spares, os.getpid()
@@ -1316,8 +1449,13 @@ class PeeweeSessionStore:
         self._owns_db = db is None
         if db is None:
             # Pooled: reopening SQLite per request re-runs the pragmas and checkpoints the WAL each time.
-            db = PooledSqliteDatabase(DEFAULT_SQLITE_FILE, pragmas={"journal_mode": "wal", "synchronous": "normal"},
-                                      timeout=10, check_same_thread=False, max_connections=None)
+            db = PooledSqliteDatabase(
+                DEFAULT_SQLITE_FILE,
+                pragmas={"journal_mode": "wal", "synchronous": "normal"},
+                timeout=10,
+                check_same_thread=False,
+                max_connections=None,
+            )
         self.db: Any = db  # any peewee database, or a DatabaseProxy
         _check_database(db)
         self.model = build_session_model(db, table_name, sid_field_name)
@@ -1392,13 +1530,16 @@ class PeeweeSessionStore:
             raise UserKeyError(
                 "the index %s of table %r is on another key than user_key=%r: drop it (on MySQL/MariaDB, "
                 "and its column sess_user) and the store remakes it"
-                % (dialect.user_index_name, self.table_name, self.user_key))
+                % (dialect.user_index_name, self.table_name, self.user_key)
+            )
         if not self.create_table:
             raise TableMissingError(
-                "the session table %r has no index %s, which user_key=%r needs: add it with `peewee-sessions "
-                "--db URL --table %s create-table --user-key %s` (or print it with `sql --user-key`), or make "
+                "the session table %r has no index %s, which user_key=%r needs: add it with "
+                "`peewee-sessions --db URL --table %s create-table --user-key %s` (or print it with "
+                "`sql --user-key`), or make "
                 "the store with create_table=True"
-                % (self.table_name, dialect.user_index_name, self.user_key, self.table_name, self.user_key))
+                % (self.table_name, dialect.user_index_name, self.user_key, self.table_name, self.user_key)
+            )
         try:
             for statement in dialect.user_index:
                 self.db.execute_sql(statement)
@@ -1430,9 +1571,13 @@ class PeeweeSessionStore:
             try:
                 yield
             except BaseException as exc:
-                connection.passing = exc  # raised by the block (the app's own queries too): not ours to translate
+                connection.passing = (
+                    exc  # raised by the block (the app's own queries too): not ours to translate
+                )
                 raise
-            connection.passing = peewee.IntegrityError  # at COMMIT, only the app's deferred constraints can fail
+            connection.passing = (
+                peewee.IntegrityError
+            )  # at COMMIT, only the app's deferred constraints can fail
 
     def _execute(self, sql: str, params: tuple, fetch: Optional[str] = None) -> Any:
         """Run one statement: the cursor, or its fetchone()/fetchall().
@@ -1477,8 +1622,10 @@ class PeeweeSessionStore:
                         pass  # gone either way
                 if not lost or attempt == 2:
                     raise _translated(exc) from exc
-                logger.info("the session database dropped this thread's connection (%s); reconnecting",
-                            str(exc).strip())
+                logger.info(
+                    "the session database dropped this thread's connection (%s); reconnecting",
+                    str(exc).strip(),
+                )
 
     # express-session's store API.
 
@@ -1487,7 +1634,7 @@ class PeeweeSessionStore:
         found = self.load(sid)
         return None if found is None else found.data
 
-    def get_with_expiry(self, sid: str) -> Optional[Tuple[dict, datetime.datetime]]:
+    def get_with_expiry(self, sid: str) -> Optional[tuple[dict, datetime.datetime]]:
         """(session, expiry as an aware UTC datetime), or None like get()."""
         found = self.load(sid)
         return None if found is None else (found.data, found.expires)
@@ -1499,7 +1646,9 @@ class PeeweeSessionStore:
         """
         _check_sid(sid)
         dialect = self.dialect
-        row = self._execute(dialect.get_for_update if for_update else dialect.get, (sid, dialect.now()), "fetchone")
+        row = self._execute(
+            dialect.get_for_update if for_update else dialect.get, (sid, dialect.now()), "fetchone"
+        )
         if row is None:
             return None
         sess = _session_from_json(sid, row[0])
@@ -1513,7 +1662,9 @@ class PeeweeSessionStore:
         expires = _expiry_of(sess, _utcnow())
         cookie = sess.get("cookie")
         if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime.datetime):
-            sess = dict(sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"])))  # as a JS Date serializes
+            sess = dict(
+                sess, cookie=dict(cookie, expires=_iso_z(cookie["expires"]))
+            )  # as a JS Date serializes
         self._write(sid, _to_json(sess), expires)
 
     def _write(self, sid: str, text: str, expires: datetime.datetime) -> None:
@@ -1522,8 +1673,15 @@ class PeeweeSessionStore:
         self._check_storable(sid, text)
         self._execute(dialect.set, dialect.set_params(sid, text, dialect.db_time(expires)))
 
-    def save(self, sid: str, text: str, changes: Dict[str, str], removed: Iterable[str],
-             expires: datetime.datetime, token: Optional[str]) -> Optional[str]:
+    def save(
+        self,
+        sid: str,
+        text: str,
+        changes: dict[str, str],
+        removed: Iterable[str],
+        expires: datetime.datetime,
+        token: Optional[str],
+    ) -> Optional[str]:
         """Save a session as one request changed it; returns the new token, or None when the row is gone.
 
         `text` is the whole session as JSON, `changes` the JSON of each key the request set
@@ -1548,7 +1706,7 @@ class PeeweeSessionStore:
         merged = self._merge(sid, changes, removed, expires if "cookie" in changes else None)
         return None if merged is None else ""  # "": the row holds keys this request hasn't seen: merge again
 
-    def patch(self, sid: str, changes: Dict[str, Any], removed: Iterable[str] = ()) -> bool:
+    def patch(self, sid: str, changes: dict[str, Any], removed: Iterable[str] = ()) -> bool:
         """Set some top-level keys of a live session and remove others, leaving the rest as stored.
 
         The row is read and rewritten under its lock (as in locked()), so concurrent patches
@@ -1558,13 +1716,16 @@ class PeeweeSessionStore:
         row: returns False when there is no live one.
         """
         _check_sid(sid)
-        encoded = {_object_key(key): _to_json(value, key) for key, value in changes.items()}  # before any query
+        encoded = {
+            _object_key(key): _to_json(value, key) for key, value in changes.items()
+        }  # before any query
         cookie = changes.get("cookie")
         expires = _expiry_of(changes, _utcnow()) if isinstance(cookie, dict) else None
         return self._merge(sid, encoded, removed, expires) is not None
 
-    def _merge(self, sid: str, changes: Dict[str, str], removed: Iterable[str],
-               expires: Optional[datetime.datetime]) -> Optional[str]:
+    def _merge(
+        self, sid: str, changes: dict[str, str], removed: Iterable[str], expires: Optional[datetime.datetime]
+    ) -> Optional[str]:
         """Merge encoded changes into the live row under its lock: the merged text, or None when it is gone.
 
         The expiry moves only when `expires` is given (the lifetime changed); else it stays as stored.
@@ -1575,8 +1736,11 @@ class PeeweeSessionStore:
                 found = self.load(sid, for_update=True)
                 if found is None:
                     return None
-                members = {key: changes[key] if key in changes else _to_json(value, key)
-                           for key, value in found.data.items() if key not in gone}
+                members = {
+                    key: changes[key] if key in changes else _to_json(value, key)
+                    for key, value in found.data.items()
+                    if key not in gone
+                }
                 members.update(changes)  # a new key goes last; a changed one keeps its place
                 text = _json_object(members)
                 self._write(sid, text, found.expires if expires is None else expires)
@@ -1599,7 +1763,7 @@ class PeeweeSessionStore:
             self._execute(dialect.touch, (expires, sid, dialect.db_time(now)))
 
     @contextlib.contextmanager
-    def locked(self, sid: str) -> Iterator[Optional[Tuple[dict, datetime.datetime]]]:
+    def locked(self, sid: str) -> Iterator[Optional[tuple[dict, datetime.datetime]]]:
         """A transaction holding the session's row lock (SQLite: the write lock).
 
         Yields what get_with_expiry() would, read under the lock; what the block
@@ -1618,7 +1782,7 @@ class PeeweeSessionStore:
 
     # A user's sessions (user_key): each device they are signed in on.
 
-    def sessions_of(self, user_id: Union[str, int]) -> Dict[str, dict]:
+    def sessions_of(self, user_id: Union[str, int]) -> dict[str, dict]:
         """Every live session of a user, by id, each as get() returns it (cookie.expires: when it ends).
 
         Found through the user index (see user_key); raises UserKeyError when the store has no user_key.
@@ -1644,11 +1808,13 @@ class PeeweeSessionStore:
         dialect, user = self._user_query(user_id)
         return self._execute(dialect.destroy_sessions_of, (user, "" if keep is None else keep)).rowcount
 
-    def _user_query(self, user_id: Any) -> Tuple[_Dialect, str]:
+    def _user_query(self, user_id: Any) -> tuple[_Dialect, str]:
         if not self._user_path:
-            raise UserKeyError("this store has no user_key: pass PeeweeSessionStore(..., "
-                               "user_key=\"user_id\") (the session key that holds the user's id) "
-                               "to find sessions by user")
+            raise UserKeyError(
+                "this store has no user_key: pass PeeweeSessionStore(..., "
+                'user_key="user_id") (the session key that holds the user\'s id) '
+                "to find sessions by user"
+            )
         return self.dialect, _user_id_text(user_id)
 
     def length(self) -> int:
@@ -1658,12 +1824,14 @@ class PeeweeSessionStore:
 
     __len__ = length
 
-    def all(self) -> Dict[str, dict]:
+    def all(self) -> dict[str, dict]:
         """Every live session, by id (damaged rows are logged and left out)."""
         dialect = self.dialect
         rows = self._execute(dialect.all, _live_window(dialect.db_time), "fetchall")
-        sessions = ((sid, _session_from_json(sid, raw) if _checked_expiry(sid, expiry) else None)
-                    for sid, raw, expiry in rows)
+        sessions = (
+            (sid, _session_from_json(sid, raw) if _checked_expiry(sid, expiry) else None)
+            for sid, raw, expiry in rows
+        )
         return {sid: sess for sid, sess in sessions if sess is not None}
 
     def clear(self) -> int:
@@ -1702,11 +1870,13 @@ class PeeweeSessionStore:
                     batch = min(largest, batch * 2)
                 time.sleep(took * SWEEP_REST_RATIO)
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Live and expired counts, the soonest and latest live expiry, and the table's size in bytes."""
         dialect = self.dialect
         with _Connection(self.db):
-            live, soonest, latest = self.db.execute_sql(dialect.live_stats, _live_window(dialect.db_time)).fetchone()
+            live, soonest, latest = self.db.execute_sql(
+                dialect.live_stats, _live_window(dialect.db_time)
+            ).fetchone()
             expired = self.db.execute_sql(dialect.expired_count, (dialect.now(),)).fetchone()[0]
             size = dialect.table_bytes(self.db, self.table_name)
         return {
@@ -1720,8 +1890,10 @@ class PeeweeSessionStore:
     def _check_storable(self, sid: str, data: str) -> None:
         """Refuse, before any statement, a session JSON text this table would refuse or should not hold."""
         if self.max_session_size is not None and len(data) > self.max_session_size:
-            raise ValueError("session %.8s... is %d bytes of JSON, over max_session_size (%d)"
-                             % (sid, len(data), self.max_session_size))
+            raise ValueError(
+                "session %.8s... is %d bytes of JSON, over max_session_size (%d)"
+                % (sid, len(data), self.max_session_size)
+            )
         _check_depth(data)
         self.dialect.check_storable(sid, data)
 
@@ -1731,10 +1903,8 @@ class PeeweeSessionStore:
         closed as those threads end, or kept as spares for others."""
         own = self._own_db
         if own is not None:
-            try:
+            with contextlib.suppress(peewee.DatabaseError, peewee.InterfaceError):
                 own.close()
-            except (peewee.DatabaseError, peewee.InterfaceError):
-                pass
             while True:
                 spare = own._state.spares.take()
                 if spare is None:
@@ -1766,7 +1936,7 @@ CONFLICT_PAUSE_S = 0.005
 class _Attempt:
     """One try of _retrying: a context that lets a SessionConflict through only on the last try."""
 
-    __slots__ = ("last", "failed")
+    __slots__ = ("failed", "last")
 
     def __init__(self, last: bool) -> None:
         self.last, self.failed = last, False
@@ -1794,11 +1964,12 @@ def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS) -> Iterato
         yield attempt
         if not attempt.failed:
             return
-        time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2 ** number))
+        time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2**number))
 
 
-def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str = "sid",
-                     user_key: Optional[str] = None) -> list:
+def create_table_sql(
+    db: Any, table_name: str = "sessions", sid_field_name: str = "sid", user_key: Optional[str] = None
+) -> list:
     """The CREATE TABLE and CREATE INDEX statements for a database (or a dialect name), without running them.
 
     With a user_key, then the statement(s) adding its user index (see PeeweeSessionStore).
@@ -1809,7 +1980,7 @@ def create_table_sql(db: Any, table_name: str = "sessions", sid_field_name: str 
         db = _DIALECT_NAMES[db](None)  # an uninitialized database: enough to write its SQL
     path = () if user_key is None else _user_path(user_key)
     model = build_session_model(db, table_name, sid_field_name)
-    queries = [model._schema._create_table(safe=True)] + model._schema._create_indexes(safe=True)
+    queries = [model._schema._create_table(safe=True), *model._schema._create_indexes(safe=True)]
     statements = [_database_of(db).get_sql_context().sql(query).query()[0] for query in queries]
     if path:
         dialect = _dialect_for(db)(_database_of(db), table_name, sid_field_name)
@@ -1826,7 +1997,7 @@ SWEEP_SLOW_BATCH_S = 0.05
 SWEEP_REST_RATIO = 2.0
 # close() waits at most this long for a sweep under way to finish its batch.
 SWEEP_STOP_WAIT_S = 5.0
-# MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while at least this share of each window is expired.
+# MySQL/MariaDB: a key-order sweep (_KeyOrderSweep) goes on while this share of each window is expired.
 SWEEP_WALK_MIN_SHARE = 0.25
 # PostgreSQL: a page-order sweep (_PageOrderSweep) reads windows of this many pages at first and at most,
 # and samples this many expiries of each window's deleted rows.
@@ -1835,7 +2006,7 @@ SWEEP_MAX_WINDOW_PAGES = 1024
 SWEEP_WINDOW_SAMPLE = 16
 
 
-def _sweep_in_expiry_order(store: PeeweeSessionStore, size: int) -> Tuple[int, bool]:
+def _sweep_in_expiry_order(store: PeeweeSessionStore, size: int) -> tuple[int, bool]:
     """One batch, one statement: (rows deleted, whether more may be expired)."""
     dialect = store.dialect
     count = store.db.execute_sql(dialect.sweep_batch, (dialect.now(), size)).rowcount
@@ -1857,29 +2028,29 @@ class _KeyOrderSweep:
     has no LIMIT, so statement-based replication can replay it.
     """
 
-    __slots__ = ("db", "sql", "walking", "walked", "cursor")
+    __slots__ = ("cursor", "db", "sql", "walked", "walking")
 
     def __init__(self, db: peewee.Database, sql: "_MysqlDialect") -> None:
         self.db, self.sql = db, sql
         self.walking = self.walked = False  # a sweep walks at most once
         self.cursor: Optional[str] = None  # the last key the walk has read; None: the start of the table
 
-    def step(self, size: int) -> Tuple[int, bool]:
+    def step(self, size: int) -> tuple[int, bool]:
         """One batch of at most `size` rows: (rows deleted, whether more may be expired)."""
         now = self.sql.now()
         if not self.walking:
             count, keys, _ = self._read_keys(self.sql.sweep_expired_keys, (now, size))
             if count < size or self.walked:
                 deleted = self._delete(keys, now)
-                # In a transaction reads see its snapshot: keys another sweeper deleted would come back forever.
+                # In a transaction reads see its snapshot: keys another sweeper deleted would come back.
                 return deleted, count == size and deleted > 0
             self.walking = self.walked = True  # a backlog: those rows sit on as many pages; walk instead
         keys, more = self._next_window(now, size)
         return self._delete(keys, now), more
 
-    def _next_window(self, now: Any, size: int) -> Tuple[List[str], bool]:
+    def _next_window(self, now: Any, size: int) -> tuple[list[str], bool]:
         after = () if self.cursor is None else (self.cursor,)
-        count, keys, last = self._read_keys(self.sql.sweep_window[bool(after)], (now,) + after + (size,))
+        count, keys, last = self._read_keys(self.sql.sweep_window[bool(after)], (now, *after, size))
         expired = [key for key in keys if key is not None]
         if count < size:  # the end of the table; what expired behind the walk is the next sweep's
             return expired, False
@@ -1888,7 +2059,7 @@ class _KeyOrderSweep:
             self.walking = False  # mostly live keys here: the expired index finds the rest for less
         return expired, True
 
-    def _read_keys(self, sql: str, params: tuple) -> Tuple[int, list, Optional[str]]:
+    def _read_keys(self, sql: str, params: tuple) -> tuple[int, list, Optional[str]]:
         """A read's count of keys, the keys (None for a window's live ones) and the last key in key order."""
         count, array, last = self.db.execute_sql(sql, params).fetchone()
         try:
@@ -1896,14 +2067,16 @@ class _KeyOrderSweep:
         except (TypeError, ValueError):  # NULL or cut short: past max_allowed_packet, say
             keys = None
         if not isinstance(keys, list) or len(keys) != count:
-            raise peewee.DatabaseError("the server's list of the sweep's %d keys came back damaged or cut short "
-                                       "(max_allowed_packet?): lower sweep_batch_size" % count)
+            raise peewee.DatabaseError(
+                "the server's list of the sweep's %d keys came back damaged or cut short "
+                "(max_allowed_packet?): lower sweep_batch_size" % count
+            )
         return count, keys, last
 
-    def _delete(self, keys: List[str], now: Any) -> int:
+    def _delete(self, keys: list[str], now: Any) -> int:
         if not keys:
             return 0
-        return self.db.execute_sql(self.sql.delete_expired_keys(len(keys)), [now] + keys).rowcount
+        return self.db.execute_sql(self.sql.delete_expired_keys(len(keys)), [now, *keys]).rowcount
 
 
 class _PageOrderSweep:
@@ -1931,7 +2104,18 @@ class _PageOrderSweep:
     can mark nothing, and the next sweep steps over them as before.)
     """
 
-    __slots__ = ("store", "walking", "walked", "page", "end", "window", "windows", "deleted", "sample", "slice_from")
+    __slots__ = (
+        "deleted",
+        "end",
+        "page",
+        "sample",
+        "slice_from",
+        "store",
+        "walked",
+        "walking",
+        "window",
+        "windows",
+    )
 
     def __init__(self, store: PeeweeSessionStore) -> None:
         self.store = store
@@ -1941,10 +2125,10 @@ class _PageOrderSweep:
         self.windows = self.deleted = 0  # statements and rows of the walk so far
         # The walk's sample of the expiries it deleted: (expiry, how many rows it stands for), and,
         # once it is done, where the next slice of the index starts (None: no slices left).
-        self.sample: List[Tuple[datetime.datetime, float]] = []
+        self.sample: list[tuple[datetime.datetime, float]] = []
         self.slice_from: Optional[datetime.datetime] = None
 
-    def step(self, size: int) -> Tuple[int, bool]:
+    def step(self, size: int) -> tuple[int, bool]:
         """About `size` rows (or index entries) of work: (rows deleted, whether more may follow)."""
         if self.walking:
             return self._next_window(size)
@@ -1954,11 +2138,13 @@ class _PageOrderSweep:
         if more and not self.walked:
             self.walked = True  # a backlog: walk it, if this server can
             sql = cast(_PostgresqlDialect, self.store.dialect)
-            self.end = self.store.db.execute_sql(sql.table_pages, (self.store.table_name,)).fetchone()[0] or 0
+            self.end = (
+                self.store.db.execute_sql(sql.table_pages, (self.store.table_name,)).fetchone()[0] or 0
+            )
             self.walking = self.end > 0
         return count, more
 
-    def _next_window(self, size: int) -> Tuple[int, bool]:
+    def _next_window(self, size: int) -> tuple[int, bool]:
         sql = cast(_PostgresqlDialect, self.store.dialect)
         first, end, now = self.page, min(self.page + self.window, self.end), sql.now()
         params = ("(%d,0)" % first, "(%d,0)" % end, now, size, now, self._sample_fractions())
@@ -1970,13 +2156,17 @@ class _PageOrderSweep:
             return deleted, True
         self.page = end
         # The next window: as many pages as held about `size` expired rows here, growing at most twofold.
-        self.window = max(1, min(2 * self.window, SWEEP_MAX_WINDOW_PAGES, round(self.window * size / max(deleted, 1))))
+        self.window = max(
+            1, min(2 * self.window, SWEEP_MAX_WINDOW_PAGES, round(self.window * size / max(deleted, 1)))
+        )
         if end == self.end:
             return deleted, self._start_index_slices()
-        self.walking = self.deleted >= end  # else mostly live pages: the expired index finds the rest for less
+        self.walking = (
+            self.deleted >= end
+        )  # else mostly live pages: the expired index finds the rest for less
         return deleted, True
 
-    def _sample_fractions(self) -> List[float]:
+    def _sample_fractions(self) -> list[float]:
         """Where to sample a window's deleted rows, as fractions of the way through them by expiry.
 
         The lowest and highest, and one every 1/SWEEP_WINDOW_SAMPLE of the rows between, from an
@@ -1986,28 +2176,31 @@ class _PageOrderSweep:
         offset, self.windows = (self.windows * 0.6180339887) % 1, self.windows + 1
         return [0.0] + [(i + offset) / SWEEP_WINDOW_SAMPLE for i in range(SWEEP_WINDOW_SAMPLE)] + [1.0]
 
-    def _keep_sample(self, deleted: int, expiries: List[str]) -> None:
+    def _keep_sample(self, deleted: int, expiries: list[str]) -> None:
         self.deleted += deleted
         lowest, *between, highest = [_parse_iso(expiry) for expiry in expiries]
         weight = deleted / SWEEP_WINDOW_SAMPLE  # the rows each one stands for
         self.sample += [(lowest, 0.0), (highest, 0.0)] + [(expiry, weight) for expiry in between]
 
     def _start_index_slices(self) -> bool:
-        """The walk is done: its rows' index entries next, unless its deletes aren't committed yet (nothing to mark)."""
+        """The walk is done: its rows' index entries next, unless its deletes aren't committed (nothing to
+        mark)."""
         self.walking = False
         if self.sample and not self.store.db.in_transaction():
             self.sample.sort(reverse=True)  # taken from the end: the lowest expiry first
             self.slice_from = self.sample.pop()[0]
         return self.slice_from is not None
 
-    def _next_index_slice(self, size: int) -> Tuple[int, bool]:
-        """Read the expired index from slice_from over about `size` of the walk's entries; deletes nothing."""
+    def _next_index_slice(self, size: int) -> tuple[int, bool]:
+        """Read the expired index from slice_from over about `size` of the walk's entries (deletes none)."""
         first = last = self.slice_from
         entries = 0.0
         while self.sample and entries < size:
             last, rows = self.sample.pop()
             entries += rows
-        self.store.db.execute_sql(cast(_PostgresqlDialect, self.store.dialect).index_slice, (first, last)).fetchall()
+        self.store.db.execute_sql(
+            cast(_PostgresqlDialect, self.store.dialect).index_slice, (first, last)
+        ).fetchall()
         self.slice_from = last if self.sample else None
         return 0, self.slice_from is not None
 
@@ -2020,7 +2213,9 @@ class _Sweeper:
     lockstep, re-arms after every sweep whatever happened, and stops on close().
     """
 
-    def __init__(self, store: PeeweeSessionStore, interval: Optional[float], on_error: Optional[Callable]) -> None:
+    def __init__(
+        self, store: PeeweeSessionStore, interval: Optional[float], on_error: Optional[Callable]
+    ) -> None:
         if interval is not None and interval < 0:
             raise ValueError("sweep_interval must be a number of seconds (0 or None disables the sweeper)")
         self.store = store
@@ -2065,7 +2260,7 @@ class _Sweeper:
                     self._arm()
 
     def stop(self) -> bool:
-        """Cancel the next sweep, and wait (a while) for one under way to end its batch and return its connection.
+        """Cancel the next sweep; wait a while for one under way to end its batch and return its connection.
 
         Returns False when a sweep is still running (its batch outlasted SWEEP_STOP_WAIT_S).
         """
@@ -2078,8 +2273,11 @@ class _Sweeper:
             return True
         timer.join(SWEEP_STOP_WAIT_S)
         if timer.is_alive():
-            logger.warning("a sweep of %s is still running after %g s; it stops after its batch",
-                           self.store.table_name, SWEEP_STOP_WAIT_S)
+            logger.warning(
+                "a sweep of %s is still running after %g s; it stops after its batch",
+                self.store.table_name,
+                SWEEP_STOP_WAIT_S,
+            )
             return False
         return True
 
@@ -2094,7 +2292,7 @@ _SWEEPERS: "weakref.WeakSet[_Sweeper]" = weakref.WeakSet()
 # The stores' own databases (_Dialect.own_database), and the connections a forked child must never use
 # nor close: closing one (psycopg2 tells the server goodbye) would end the parent's session on the server.
 _OWN_DATABASES: "weakref.WeakSet[Any]" = weakref.WeakSet()
-_FORK_ORPHANS: List[Any] = []
+_FORK_ORPHANS: list[Any] = []
 
 
 def _restart_sweepers_after_fork() -> None:
@@ -2141,7 +2339,7 @@ def _keyed_mac(secret: str) -> "hmac.HMAC":
 
 
 def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Optional[str]:
-    """The session id in a signed cookie value, or None unless the secret (or one of the secrets) signed it."""
+    """The session id in a signed cookie value, or None unless the secret (or one of them) signed it."""
     if isinstance(secrets_, str):
         secrets_ = (secrets_,)  # one secret, not one per character
     dot = value.rfind(".")
@@ -2156,12 +2354,14 @@ def unsign_session_id(value: str, secrets_: Union[str, Iterable[str]]) -> Option
     return None
 
 
-_MAX_COOKIE_VALUE = 4096  # a browser's limit; a signed 255-character id fits even at 12 characters a character
+_MAX_COOKIE_VALUE = (
+    4096  # a browser's limit; a signed 255-character id fits even at 12 characters a character
+)
 _COOKIE_SPACE = " \t"  # what Node's `cookie` trims around names and values (not every Unicode space)
 
 
 def _read_cookie(header: str, name: str) -> Optional[str]:
-    """The first cookie called `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
+    """The first cookie `name` in a Cookie header, unquoted and URL-decoded, as Node's `cookie` reads it."""
     for part in header.split(";"):
         key, eq, value = part.partition("=")
         if eq and key.strip(_COOKIE_SPACE) == name:
@@ -2178,7 +2378,7 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _decode_uri_component(value: str) -> str:
-    """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` keeps it)."""
+    """JavaScript's decodeURIComponent; where that would throw, the raw value (as Node's `cookie` does)."""
     if "%" not in value or _BAD_ESCAPE.search(value):
         return value
     # A signed id's only escapes, the quick way; every other escape through unquote.
@@ -2224,13 +2424,15 @@ def _cookie_domain(value: Any) -> Optional[str]:
     return value
 
 
-def _cookie_choice(what: str, names: Dict[str, str]) -> Callable[[Any], Optional[str]]:
+def _cookie_choice(what: str, names: dict[str, str]) -> Callable[[Any], Optional[str]]:
     def check(value: Any) -> Optional[str]:
         if value is None:
             return None
         name = names.get(value.lower()) if isinstance(value, str) else None
         if name is None:
-            raise ValueError("%s must be one of %s or None, not %.80r" % (what, ", ".join(names.values()), value))
+            raise ValueError(
+                "%s must be one of %s or None, not %.80r" % (what, ", ".join(names.values()), value)
+            )
         return name
 
     return check
@@ -2264,8 +2466,17 @@ class SessionCookie:
     attributes come from the adapter's settings; each is checked whenever it is set.
     """
 
-    __slots__ = ("_max_age", "_expires", "_path", "_domain", "_secure", "_httponly", "_samesite", "_partitioned",
-                 "_priority")
+    __slots__ = (
+        "_domain",
+        "_expires",
+        "_httponly",
+        "_max_age",
+        "_partitioned",
+        "_path",
+        "_priority",
+        "_samesite",
+        "_secure",
+    )
     _max_age: Optional[float]
     _path: str
     _domain: Optional[str]
@@ -2315,8 +2526,15 @@ class SessionCookie:
 
     def settings(self) -> tuple:
         """What a session keeps of its cookie: the lifetime and the attributes (secure is the request's)."""
-        return (self._max_age, self._path, self._domain, self._httponly, self._samesite, self._partitioned,
-                self._priority)
+        return (
+            self._max_age,
+            self._path,
+            self._domain,
+            self._httponly,
+            self._samesite,
+            self._partitioned,
+            self._priority,
+        )
 
     def restore(self, stored: Any) -> None:
         """Take the attributes a stored session's cookie JSON holds (express-session keeps them per session,
@@ -2340,11 +2558,11 @@ class SessionCookie:
 
     @property
     def expires(self) -> Optional[datetime.datetime]:
-        """When the cookie expires: now + max_age, as of the last reset (None for a browser-session cookie)."""
+        """When the cookie expires: now + max_age as of the last reset (None: a browser-session cookie)."""
         return self._expires
 
     def reset_expiry(self, now: datetime.datetime) -> None:
-        """Start the lifetime again from now (express-session's resetMaxAge), to the millisecond like a JS Date."""
+        """Start the lifetime again from now (express-session's resetMaxAge), to the millisecond as JS."""
         if self._max_age is None:
             self._expires = None
         else:
@@ -2354,7 +2572,7 @@ class SessionCookie:
     def to_json(self) -> dict:
         """express-session's cookie JSON: its keys, in its order, absent ones left out."""
         original_max_age = None if self._max_age is None else _js_number(round(self._max_age * 1000, 6))
-        data: Dict[str, Any] = {"originalMaxAge": original_max_age}
+        data: dict[str, Any] = {"originalMaxAge": original_max_age}
         if self._partitioned:
             data["partitioned"] = True
         if self._priority:
@@ -2391,18 +2609,26 @@ class SessionCookie:
         return "; ".join(parts)
 
     def clearing_header(self, name: str) -> str:
-        """A Set-Cookie header that deletes the cookie: empty, expired in 1970, same path, domain and flags."""
+        """A Set-Cookie header deleting the cookie: empty, expired in 1970, same path, domain and flags."""
         cleared = self.copy(None, self._secure)
         cleared._expires = _EPOCH
         return cleared.header(name, "")
 
     def __repr__(self) -> str:
-        return "<SessionCookie %s>" % ", ".join("%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__)
+        return "<SessionCookie %s>" % ", ".join(
+            "%s=%r" % (key.lstrip("_"), getattr(self, key)) for key in self.__slots__
+        )
 
 
 # The cookie JSON's keys restore() takes, with the attribute each sets (secure is decided per request).
-_COOKIE_JSON_ATTRIBUTES = (("path", "path"), ("domain", "domain"), ("httpOnly", "httponly"),
-                           ("sameSite", "samesite"), ("partitioned", "partitioned"), ("priority", "priority"))
+_COOKIE_JSON_ATTRIBUTES = (
+    ("path", "path"),
+    ("domain", "domain"),
+    ("httpOnly", "httponly"),
+    ("sameSite", "samesite"),
+    ("partitioned", "partitioned"),
+    ("priority", "priority"),
+)
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -2412,7 +2638,14 @@ def _http_date(value: datetime.datetime) -> str:
     """An HTTP date ("Fri, 27 Nov 2026 09:05:00 GMT"), as JavaScript's Date#toUTCString writes it."""
     v = _as_utc(value)
     return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _WEEKDAYS[v.weekday()], v.day, _MONTHS[v.month - 1], v.year, v.hour, v.minute, v.second)
+        _WEEKDAYS[v.weekday()],
+        v.day,
+        _MONTHS[v.month - 1],
+        v.year,
+        v.hour,
+        v.minute,
+        v.second,
+    )
 
 
 def _js_number(value: float) -> Union[int, float]:
@@ -2455,7 +2688,16 @@ class SessionOptions(NamedTuple):
         return self._replace(**overrides) if overrides else self
 
 
-_FLAGS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+_FLAGS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
 
 
 def _option_value(prefix: str, key: str, value: Any) -> Any:
@@ -2479,15 +2721,17 @@ def _option_value(prefix: str, key: str, value: Any) -> Any:
 class _Saved(NamedTuple):
     """What the store holds of a session, as this request last read or wrote it."""
 
-    data: Dict[str, str]  # each key's value as JSON: the unit of change detection (nested changes show)
+    data: dict[str, str]  # each key's value as JSON: the unit of change detection (nested changes show)
     cookie: tuple  # the cookie's lifetime and attributes (SessionCookie.settings())
     expires: Optional[datetime.datetime]  # when the row expires
     token: Optional[str]  # the store's token for the row; None: the store has no row for it
 
 
 _NOT_LOADED = object()  # the one key of a Session's own dict storage until it is loaded
-_AFTER_RESPONSE = ("the session was used after its response was finished (in a generator or after "
-                   "start_response?): a change now would be lost; use it before the response starts")
+_AFTER_RESPONSE = (
+    "the session was used after its response was finished (in a generator or after "
+    "start_response?): a change now would be lost; use it before the response starts"
+)
 
 
 class Session(dict):
@@ -2504,8 +2748,14 @@ class Session(dict):
     it never overwrites the one another request set.
     """
 
-    def __init__(self, engine: "SessionEngine", cookie_sid: Optional[str], old_secret: bool, https: bool,
-                 options: SessionOptions) -> None:
+    def __init__(
+        self,
+        engine: "SessionEngine",
+        cookie_sid: Optional[str],
+        old_secret: bool,
+        https: bool,
+        options: SessionOptions,
+    ) -> None:
         super().__init__()
         # Until loaded, the dict's own storage holds a placeholder: C code that checks a dict's size
         # before calling its methods (json.dumps does) then calls them, and they load it.
@@ -2547,24 +2797,32 @@ class Session(dict):
         self._cookie_stale = False
         if found is None or sid is None:
             self._id = self._engine.new_id()
-            self._cookie = self._engine.new_cookie(self._https, self._engine.max_age)  # its lifetime starts now
+            self._cookie = self._engine.new_cookie(
+                self._https, self._engine.max_age
+            )  # its lifetime starts now
             self._saved = _Saved({}, self._cookie.settings(), None, None)
             return
         stored_cookie = found.data.pop("cookie", None)
         dict.update(self, found.data)
         self._id = sid
-        self._cookie = self._engine.new_cookie(self._https, _stored_max_age(stored_cookie, self._engine.max_age))
+        self._cookie = self._engine.new_cookie(
+            self._https, _stored_max_age(stored_cookie, self._engine.max_age)
+        )
         self._cookie.restore(stored_cookie)
         self._saved = _Saved(self._encoded(), self._cookie.settings(), found.expires, found.token)
 
-    def _encoded(self) -> Dict[str, str]:
+    def _encoded(self) -> dict[str, str]:
         """Each key (as JSON makes it: a str) with its value as JSON."""
         if dict.__contains__(self, "cookie"):
-            raise TypeError("'cookie' is reserved in a session: use session.cookie for the cookie's settings")
-        return {key if type(key) is str else _object_key(key): _to_json(value, key)
-                for key, value in dict.items(self)}
+            raise TypeError(
+                "'cookie' is reserved in a session: use session.cookie for the cookie's settings"
+            )
+        return {
+            key if type(key) is str else _object_key(key): _to_json(value, key)
+            for key, value in dict.items(self)
+        }
 
-    def _changes(self, encoded: Dict[str, str]) -> Tuple[Dict[str, str], List[str], bool]:
+    def _changes(self, encoded: dict[str, str]) -> tuple[dict[str, str], list[str], bool]:
         """What differs from what was last saved: keys set (as JSON), keys removed, and whether the cookie's
         lifetime or attributes did."""
         saved = self._saved
@@ -2599,7 +2857,7 @@ class Session(dict):
         self._check_usable()
         self._write(self._encoded(), force=True)
 
-    def _write(self, encoded: Dict[str, str], force: bool = False) -> bool:
+    def _write(self, encoded: dict[str, str], force: bool = False) -> bool:
         """Store what changed since the last save (a new session whole); returns whether it wrote."""
         saved = self._saved
         changes, removed, cookie_changed = self._changes(encoded)
@@ -2639,7 +2897,7 @@ class Session(dict):
         self._saved = self._saved._replace(expires=self._row_expiry())
 
     def _row_expiry(self) -> datetime.datetime:
-        """When the stored row expires: with the cookie, or a day from now for a browser-session cookie (as knex)."""
+        """When the stored row expires: with the cookie, or a day from now for a browser-session one."""
         return self._cookie.expires or _utcnow() + ONE_DAY
 
     def regenerate(self) -> None:
@@ -2686,7 +2944,9 @@ class Session(dict):
         self._open()
         outer, before, redirect = self._locked, None, None
         try:
-            with self._store.transaction():  # a new session has no row to lock, but the app's statements roll back
+            with (
+                self._store.transaction()
+            ):  # a new session has no row to lock, but the app's statements roll back
                 if self._saved.token is not None and not outer:
                     self._adopt(self._id, self._store.load(self._id, for_update=True))
                 self._locked = True
@@ -2697,7 +2957,9 @@ class Session(dict):
                     if not self._engine.is_redirect(exc):
                         raise
                     redirect = exc
-                if self._saved.token is not None:  # one new, destroyed or regenerated in the block is stored later
+                if (
+                    self._saved.token is not None
+                ):  # one new, destroyed or regenerated in the block is stored later
                     self._write(self._encoded())
         except BaseException as exc:
             if before is not None:
@@ -2726,7 +2988,7 @@ class Session(dict):
                 return func(self)
         raise AssertionError("unreachable: the last attempt raises")
 
-    def _restore(self, attributes: dict, cookie: SessionCookie, encoded: Dict[str, str]) -> None:
+    def _restore(self, attributes: dict, cookie: SessionCookie, encoded: dict[str, str]) -> None:
         """Put back what a locked() block that failed changed: the data, the attributes and the cookie."""
         dict.clear(self)
         dict.update(self, {key: json.loads(text) for key, text in encoded.items()})
@@ -2739,7 +3001,7 @@ class Session(dict):
         return self._options.rolling
 
     def _finish(self) -> Optional[str]:
-        """Save or touch as the options say; the Set-Cookie header to send ("" none), or None if never used."""
+        """Save or touch as the options say; the Set-Cookie header to send ("": none), None if unused."""
         if self._abandoned is not None:
             self._finished = True
             return None
@@ -2765,8 +3027,13 @@ class Session(dict):
         if self._saved.token is not None:
             if browser_has_id and self._cookie_stale:
                 return ""  # the browser keeps the cookie it has, from the request that wrote the row last
-            if not browser_has_id or self._rolling() or self._signed_with_old_secret or cookie_changed or (
-                    modified and self._cookie.expires is not None):
+            if (
+                not browser_has_id
+                or self._rolling()
+                or self._signed_with_old_secret
+                or cookie_changed
+                or (modified and self._cookie.expires is not None)
+            ):
                 return self._engine.cookie_header(self._cookie, self._id, self._https)
         elif self._destroyed and self._cookie_sid is not None:
             return self._engine.cookie_header(self._cookie, None, self._https)
@@ -2775,9 +3042,12 @@ class Session(dict):
     def _touch_if_due(self) -> None:
         """Move the row's expiry only once it would move by touch_after or more (a write saved)."""
         saved = self._saved
-        if saved.token is not None and saved.expires is not None:
-            if (self._row_expiry() - saved.expires).total_seconds() >= self._options.touch_after:
-                self._touch_row()
+        if (
+            saved.token is not None
+            and saved.expires is not None
+            and ((self._row_expiry() - saved.expires).total_seconds() >= self._options.touch_after)
+        ):
+            self._touch_row()
 
     def _release(self) -> None:
         self._finished = True
@@ -2806,10 +3076,12 @@ class Session(dict):
 def _loading(name: str, changes: bool) -> Callable:
     method = getattr(dict, name)
     if changes:
+
         def loading(self, *args, **kwargs):
             self._check_usable()
             return method(self, *args, **kwargs)
     else:
+
         def loading(self, *args, **kwargs):
             self._load()
             return method(self, *args, **kwargs)
@@ -2820,8 +3092,21 @@ def _loading(name: str, changes: bool) -> Callable:
 
 
 # Every way of reading or writing the dict loads the session first; a change after the response raises.
-for _name in ("__getitem__", "__contains__", "__iter__", "__len__", "__eq__", "__ne__", "__or__", "__reversed__",
-              "get", "keys", "values", "items", "copy"):
+for _name in (
+    "__getitem__",
+    "__contains__",
+    "__iter__",
+    "__len__",
+    "__eq__",
+    "__ne__",
+    "__or__",
+    "__reversed__",
+    "get",
+    "keys",
+    "values",
+    "items",
+    "copy",
+):
     setattr(Session, _name, _loading(_name, changes=False))
 for _name in ("__setitem__", "__delitem__", "__ior__", "pop", "popitem", "setdefault", "update", "clear"):
     setattr(Session, _name, _loading(_name, changes=True))
@@ -2856,7 +3141,7 @@ class SessionEngine:
 
     def __init__(
         self,
-        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        db_or_store: Union[peewee.Database, PeeweeSessionStore, None] = None,
         *,
         secret: Union[str, Iterable[str]],
         cookie_name: str = "connect.sid",
@@ -2875,7 +3160,7 @@ class SessionEngine:
         trust_proxy: bool = False,
         genid: Optional[Callable[[], str]] = None,
         is_redirect: Callable[[BaseException], bool] = lambda exc: False,
-        session_class: Type[Session] = Session,
+        session_class: type[Session] = Session,
         secure_over_http: bool = False,
         **store_options: Any,
     ) -> None:
@@ -2886,7 +3171,9 @@ class SessionEngine:
             raise ValueError("secure must be True, False or 'auto', not %r" % (secure,))
         _check_lifetime(max_age, "max_age")
         # The settings every session's cookie starts from, checked as SessionCookie checks them.
-        self.cookie = SessionCookie(None, path, domain, secure is True, httponly, samesite, partitioned, priority)
+        self.cookie = SessionCookie(
+            None, path, domain, secure is True, httponly, samesite, partitioned, priority
+        )
         if secure is False and (self.cookie.samesite == "None" or partitioned):
             raise ValueError("browsers drop SameSite=None and Partitioned cookies unless they are secure")
         if isinstance(db_or_store, PeeweeSessionStore):
@@ -2902,7 +3189,9 @@ class SessionEngine:
         self.secure = secure  # True, False or "auto": decided per request
         self.trust_proxy = trust_proxy
         self.genid = genid or _default_genid
-        self.is_redirect = is_redirect  # an exception that ends a request normally: a locked() block ending so is saved
+        self.is_redirect = (
+            is_redirect  # an exception that ends a request normally: a locked() block ending so is saved
+        )
         self.session_class = session_class
         self.secure_over_http = secure_over_http  # express-session sends a secure cookie over HTTPS only
         self.options = SessionOptions(rolling, resave, save_uninitialized, float(touch_after))
@@ -2918,8 +3207,9 @@ class SessionEngine:
         """open() for a WSGI request (X-Forwarded-Proto believed only with trust_proxy)."""
         return self.open(environ.get("HTTP_COOKIE", ""), _is_https(environ, self.trust_proxy), options)
 
-    def finish(self, session: Session, header: Callable[[str], Optional[str]] = lambda name: None
-               ) -> List[Tuple[str, str]]:
+    def finish(
+        self, session: Session, header: Callable[[str], Optional[str]] = lambda name: None
+    ) -> list[tuple[str, str]]:
         """Save, touch or do nothing, and return the headers for the response.
 
         `header(name)` reads a header the response has already. Add a Set-Cookie; set the
@@ -2960,7 +3250,7 @@ class SessionEngine:
 
     # What sessions ask of it.
 
-    def sid_from_cookie(self, cookie_header: str) -> Tuple[Optional[str], bool]:
+    def sid_from_cookie(self, cookie_header: str) -> tuple[Optional[str], bool]:
         """The verified session id in a Cookie header (or None), and whether an old secret signed it."""
         value = _read_cookie(cookie_header, self.cookie_name)
         if value is not None:
@@ -2980,7 +3270,7 @@ class SessionEngine:
         return self.cookie.copy(max_age, https if self.secure == "auto" else self.secure is True)
 
     def cookie_header(self, cookie: SessionCookie, sid: Optional[str], https: bool) -> str:
-        """The Set-Cookie value for a session id (None: one that clears the cookie); "" when it can't be sent."""
+        """The Set-Cookie value for a session id (None: one clearing the cookie); "": it can't be sent."""
         if cookie.secure and not https and not self.secure_over_http:
             logger.debug("not sending the secure session cookie over plain HTTP")
             return ""
@@ -2994,7 +3284,9 @@ class SessionEngine:
 
 
 def _check_secrets(secret: Union[str, Iterable[str], None]) -> list:
-    secret_list = [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
+    secret_list = (
+        [secret] if isinstance(secret, str) else list(secret) if isinstance(secret, (list, tuple)) else []
+    )
     if not secret_list or not all(isinstance(s, str) and s for s in secret_list):
         raise ValueError("sessions need secret=: a non-empty string, or a list of them (the first signs)")
     for s in secret_list:
@@ -3028,7 +3320,7 @@ def _answering(status: int, exc: BaseException) -> None:
     logger.warning("answering %d: %s", status, exc)
 
 
-def _apply_headers(headers: List[Tuple[str, str]], add: Callable, replace: Callable) -> None:
+def _apply_headers(headers: list[tuple[str, str]], add: Callable, replace: Callable) -> None:
     """SessionEngine.finish()'s headers onto a response: Set-Cookie added, the others in place of its own."""
     for name, value in headers:
         (add if name == "Set-Cookie" else replace)(name, value)
@@ -3041,7 +3333,10 @@ def _takes_argument(callback: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    return parameter is not None and parameter.kind in (
+        parameter.POSITIONAL_OR_KEYWORD,
+        parameter.KEYWORD_ONLY,
+    )
 
 
 def _is_bottle_redirect(exc: BaseException) -> bool:
@@ -3065,7 +3360,7 @@ class SessionPlugin:
 
     def __init__(
         self,
-        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        db_or_store: Union[peewee.Database, PeeweeSessionStore, None] = None,
         *,
         secret: Union[str, Iterable[str]],
         keyword: str = "session",
@@ -3085,7 +3380,9 @@ class SessionPlugin:
 
         for other in app.plugins:
             if isinstance(other, SessionPlugin) and other.keyword == self.keyword:
-                raise bottle.PluginError("a session plugin with keyword %r is already installed" % self.keyword)
+                raise bottle.PluginError(
+                    "a session plugin with keyword %r is already installed" % self.keyword
+                )
 
     def apply(self, callback: Callable, route: Any) -> Callable:
         import bottle
@@ -3096,7 +3393,9 @@ class SessionPlugin:
         options = engine.options.overridden(route.config.get, self.name)
 
         def finish(session: Session, response: Any) -> None:
-            _apply_headers(engine.finish(session, response.get_header), response.add_header, response.set_header)
+            _apply_headers(
+                engine.finish(session, response.get_header), response.add_header, response.set_header
+            )
 
         def with_session(*args, **kwargs):
             session = engine.open_environ(bottle.request.environ, options)
@@ -3105,7 +3404,7 @@ class SessionPlugin:
                 try:
                     result = callback(*args, **kwargs)
                     if result is session:
-                        session.id  # loads it: Bottle serializes it after the session is finished
+                        _ = session.id  # loads it: Bottle serializes it after the session is finished
                 except bottle.HTTPResponse as sent:  # redirect(), abort(), raised HTTPError
                     finish(session, sent)
                     raise
@@ -3115,8 +3414,9 @@ class SessionPlugin:
                 if self.error_status is None:
                     raise
                 _answering(self.error_status, exc)
-                raise bottle.HTTPError(self.error_status, _RETRY_LATER_TEXT, exc,
-                                       headers={"Retry-After": _RETRY_AFTER_S}) from exc
+                raise bottle.HTTPError(
+                    self.error_status, _RETRY_LATER_TEXT, exc, headers={"Retry-After": _RETRY_AFTER_S}
+                ) from exc
             finally:
                 engine.release(session)
 
@@ -3140,7 +3440,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: Callable,
-        db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None,
+        db_or_store: Union[peewee.Database, PeeweeSessionStore, None] = None,
         *,
         secret: Union[str, Iterable[str]],
         environ_key: str = "peewee_sessions.session",
@@ -3157,13 +3457,19 @@ class SessionMiddleware:
         engine = self.engine
         session = engine.open_environ(environ)
         environ[self.environ_key] = session
-        started: List[str] = []
-        replaced: List[str] = []
+        started: list[str] = []
+        replaced: list[str] = []
 
-        def start_session_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Callable:
+        def start_session_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable:
             failure = engine.store_error(session)
-            if isinstance(failure, _RETRY_LATER) and self.error_status is not None and status[:1] == "5" \
-                    and not started:
+            if (
+                isinstance(failure, _RETRY_LATER)
+                and self.error_status is not None
+                and status[:1] == "5"
+                and not started
+            ):
                 # The store failed in the app and its framework answered with its own error page (Falcon
                 # and Django catch every exception): answer error_status instead, saving nothing.
                 status, headers = _unavailable(self.error_status, failure)
@@ -3201,21 +3507,23 @@ class SessionMiddleware:
 _UNAVAILABLE = _RETRY_LATER_TEXT.encode("ascii")
 
 
-def _unavailable(status: int, exc: BaseException) -> Tuple[str, List[Tuple[str, str]]]:
+def _unavailable(status: int, exc: BaseException) -> tuple[str, list[tuple[str, str]]]:
     """The status line and headers of the middleware's error_status response."""
     _answering(status, exc)
     phrase = http.HTTPStatus(status).phrase
-    return "%d %s" % (status, phrase), [("Content-Type", "text/plain; charset=utf-8"),
-                                        ("Retry-After", _RETRY_AFTER_S)]
+    return "%d %s" % (status, phrase), [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Retry-After", _RETRY_AFTER_S),
+    ]
 
 
-def _wsgi_header(headers: List[Tuple[str, str]], name: str) -> Optional[str]:
+def _wsgi_header(headers: list[tuple[str, str]], name: str) -> Optional[str]:
     lowered = name.lower()
     return next((value for key, value in headers if key.lower() == lowered), None)
 
 
 class _ReleasingIterable:
-    """A WSGI response body that releases the session when the server closes it (start_response may come late)."""
+    """A WSGI body that releases the session when the server closes it (start_response may come late)."""
 
     def __init__(self, body: Iterable[bytes], engine: SessionEngine, session: Session) -> None:
         self.body, self.engine, self.session = body, engine, session
@@ -3231,9 +3539,9 @@ class _ReleasingIterable:
             self.engine.release(self.session)
 
 
-@functools.lru_cache(maxsize=None)
-def _flask_session_class() -> Type[Session]:
-    """Flask's session: a Session that is also Flask's SessionMixin (made on first use: Flask is optional)."""
+@functools.cache
+def _flask_session_class() -> type[Session]:
+    """Flask's session: a Session that is also Flask's SessionMixin (made on first use)."""
     import flask
     from flask.sessions import SessionMixin
 
@@ -3299,8 +3607,13 @@ class FlaskSessionInterface:
     override the app's config; error_status answers a load or save that fails with that status.
     """
 
-    def __init__(self, db_or_store: Union[None, peewee.Database, PeeweeSessionStore] = None, *,
-                 error_status: Optional[int] = None, **options: Any) -> None:
+    def __init__(
+        self,
+        db_or_store: Union[peewee.Database, PeeweeSessionStore, None] = None,
+        *,
+        error_status: Optional[int] = None,
+        **options: Any,
+    ) -> None:
         if "secret" in options:
             raise TypeError("FlaskSessionInterface signs with app.secret_key (and SECRET_KEY_FALLBACKS)")
         if not isinstance(db_or_store, PeeweeSessionStore):
@@ -3311,7 +3624,9 @@ class FlaskSessionInterface:
         self.store = db_or_store
         self.options = options
         self.error_status = error_status
-        self._engines: "weakref.WeakKeyDictionary[Any, Tuple[tuple, SessionEngine]]" = weakref.WeakKeyDictionary()
+        self._engines: weakref.WeakKeyDictionary[Any, tuple[tuple, SessionEngine]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         # Flask answers an uncaught exception with its error page, and still saves the session then.
         flask.got_request_exception.connect(self._abandon, weak=False)
@@ -3321,7 +3636,9 @@ class FlaskSessionInterface:
         if not app.secret_key:
             return None
         config = app.config
-        secrets_ = [_text_secret(key) for key in [app.secret_key, *(config.get("SECRET_KEY_FALLBACKS") or [])]]
+        secrets_ = [
+            _text_secret(key) for key in [app.secret_key, *(config.get("SECRET_KEY_FALLBACKS") or [])]
+        ]
         settings = {
             "cookie_name": config["SESSION_COOKIE_NAME"],
             "domain": config.get("SESSION_COOKIE_DOMAIN") or None,
@@ -3338,8 +3655,14 @@ class FlaskSessionInterface:
         if known is not None and known[0] == key:
             return known[1]
         # A secure cookie goes out over plain HTTP too, as Flask's own (behind a proxy without ProxyFix).
-        engine = SessionEngine(self.store, secret=secrets_, is_redirect=_is_flask_redirect,
-                               session_class=_flask_session_class(), secure_over_http=True, **settings)
+        engine = SessionEngine(
+            self.store,
+            secret=secrets_,
+            is_redirect=_is_flask_redirect,
+            session_class=_flask_session_class(),
+            secure_over_http=True,
+            **settings,
+        )
         with self._lock:
             self._engines[app] = (key, engine)
         return engine
@@ -3419,8 +3742,8 @@ def _argument_parser() -> argparse.ArgumentParser:
         prog="peewee-sessions",
         description="Look after a peewee-sessions table.",
         epilog="Exit codes: 0 done, 1 database error, 2 usage, 3 bad database URL, 4 server unreachable, "
-               "5 table missing, 6 log-in refused (wrong user, password or database name). "
-               "--db, --table and --sid-field go before or after the command.",
+        "5 table missing, 6 log-in refused (wrong user, password or database name). "
+        "--db, --table and --sid-field go before or after the command.",
     )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     _add_table_options(parser, os.environ.get("PEEWEE_SESSIONS_DB"), "sessions", "sid")
@@ -3428,37 +3751,52 @@ def _argument_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_table_options(common, argparse.SUPPRESS, argparse.SUPPRESS, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sql = commands.add_parser("sql", parents=[common],
-                              help="print the CREATE TABLE and CREATE INDEX statements")
-    sql.add_argument("--dialect", choices=list(_DIALECT_NAMES),
-                     help="write for this database instead of --db's")
-    commands.add_parser("create-table", parents=[common],
-                        help="create the table and its index if they are missing")
+    sql = commands.add_parser(
+        "sql", parents=[common], help="print the CREATE TABLE and CREATE INDEX statements"
+    )
+    sql.add_argument(
+        "--dialect", choices=list(_DIALECT_NAMES), help="write for this database instead of --db's"
+    )
+    commands.add_parser(
+        "create-table", parents=[common], help="create the table and its index if they are missing"
+    )
     sweep = commands.add_parser("sweep", parents=[common], help="delete expired sessions, in batches")
     sweep.add_argument("--batch", type=int, default=1000, help="rows per DELETE (default: %(default)s)")
-    stats = commands.add_parser("stats", parents=[common],
-                                help="live and expired counts, expiry range, table size")
+    stats = commands.add_parser(
+        "stats", parents=[common], help="live and expired counts, expiry range, table size"
+    )
     stats.add_argument("--json", action="store_true", help="print JSON")
-    destroy = commands.add_parser("destroy", parents=[common], help="delete the given sessions, or a user's (--user)")
+    destroy = commands.add_parser(
+        "destroy", parents=[common], help="delete the given sessions, or a user's (--user)"
+    )
     destroy.add_argument("sids", nargs="*", metavar="SID")
     destroy.add_argument("--user", metavar="ID", help="delete every session of this user (needs --user-key)")
     destroy.add_argument("--keep", metavar="SID", help="with --user: but this one")
-    sessions = commands.add_parser("sessions", parents=[common], help="list a user's live sessions (needs --user-key)")
+    sessions = commands.add_parser(
+        "sessions", parents=[common], help="list a user's live sessions (needs --user-key)"
+    )
     sessions.add_argument("--user", metavar="ID", required=True, help="the user's id")
     sessions.add_argument("--json", action="store_true", help="print each session's JSON, by id")
     for command in (sql, commands.choices["create-table"], destroy, sessions):
-        command.add_argument("--user-key", metavar="KEY", default=os.environ.get("PEEWEE_SESSIONS_USER_KEY"),
-                             help="the session key holding the user's id, as the store's user_key: user_id, "
-                                  "passport.user (default: $PEEWEE_SESSIONS_USER_KEY)")
+        command.add_argument(
+            "--user-key",
+            metavar="KEY",
+            default=os.environ.get("PEEWEE_SESSIONS_USER_KEY"),
+            help="the session key holding the user's id, as the store's user_key: user_id, "
+            "passport.user (default: $PEEWEE_SESSIONS_USER_KEY)",
+        )
     clear = commands.add_parser("clear", parents=[common], help="delete every session (needs --yes)")
     clear.add_argument("--yes", action="store_true", help="yes, delete them all")
     return parser
 
 
 def _add_table_options(parser: argparse.ArgumentParser, db: Any, table: Any, sid_field: Any) -> None:
-    parser.add_argument("--db", metavar="URL", default=db,
-                        help="database URL: sqlite:///path, postgresql://..., mysql://... "
-                             "(default: $PEEWEE_SESSIONS_DB)")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=db,
+        help="database URL: sqlite:///path, postgresql://..., mysql://... (default: $PEEWEE_SESSIONS_DB)",
+    )
     parser.add_argument("--table", default=table, help="the session table (default: sessions)")
     parser.add_argument("--sid-field", default=sid_field, help="the session-id column (default: sid)")
 
@@ -3498,14 +3836,18 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
     scheme, _, rest = url.partition("://")
     if scheme.split("+")[0] == "sqlite" and rest and not rest.startswith("/"):
         # sqlite://cli.db reads "cli.db" as a host, and opens an empty database in memory.
-        raise _CommandError("%s names no file: did you mean sqlite:///%s (a relative path) or sqlite:////%s "
-                            "(an absolute one)?" % (shown, rest, rest), EXIT_BAD_URL)
+        raise _CommandError(
+            "%s names no file: did you mean sqlite:///%s (a relative path) or sqlite:////%s "
+            "(an absolute one)?" % (shown, rest, rest),
+            EXIT_BAD_URL,
+        )
     try:
         db = connect(url)
         _dialect_for(db)
     except Exception as exc:  # db_url raises several kinds for a URL it can't use
-        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
-                            EXIT_BAD_URL) from None
+        raise _CommandError(
+            "cannot use the database URL %s: %s" % (shown, _one_line(exc, url)), EXIT_BAD_URL
+        ) from None
     if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):
         # SQLite would create an empty file for a mistyped path.
         raise _CommandError("no SQLite database at %r" % db.database, EXIT_UNREACHABLE)
@@ -3515,20 +3857,29 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
     except SessionStoreError as exc:
         raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except peewee.ImproperlyConfigured as exc:
-        raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
-                            EXIT_BAD_URL) from None
+        raise _CommandError(
+            "cannot use the database URL %s: %s" % (shown, _one_line(exc, url)), EXIT_BAD_URL
+        ) from None
     except peewee.DatabaseError as exc:
         if _failure_kind(exc) == "login":
-            raise _CommandError("the database refused the log-in (wrong user, password or database name?): "
-                                "%s" % _one_line(exc, url), EXIT_REFUSED) from None
+            raise _CommandError(
+                "the database refused the log-in (wrong user, password or database name?): "
+                "%s" % _one_line(exc, url),
+                EXIT_REFUSED,
+            ) from None
         if isinstance(exc, peewee.ProgrammingError) or _POSTGRES_BAD_SETTING.search(_one_line(exc)):
-            raise _CommandError("cannot use the database URL %s: %s" % (shown, _one_line(exc, url)),
-                                EXIT_BAD_URL) from None
-        raise _CommandError("cannot reach the database: %s" % _one_line(exc, url),
-                            EXIT_UNREACHABLE) from None
+            raise _CommandError(
+                "cannot use the database URL %s: %s" % (shown, _one_line(exc, url)), EXIT_BAD_URL
+            ) from None
+        raise _CommandError(
+            "cannot reach the database: %s" % _one_line(exc, url), EXIT_UNREACHABLE
+        ) from None
     except Exception as exc:  # the driver refused an option of the URL's (?charset=nope, ?connect_timeout=0)
-        raise _CommandError("cannot use the database URL %s: the driver refused its options: %s"
-                            % (shown, _one_line(exc, url) or type(exc).__name__), EXIT_BAD_URL) from None
+        raise _CommandError(
+            "cannot use the database URL %s: the driver refused its options: %s"
+            % (shown, _one_line(exc, url) or type(exc).__name__),
+            EXIT_BAD_URL,
+        ) from None
     return db
 
 
@@ -3545,8 +3896,11 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
         except ValueError as exc:
             raise _CommandError("--user-key: %s" % exc, EXIT_USAGE) from None
     if getattr(args, "user", None) is not None and user_key is None:
-        raise _CommandError("--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key "
-                            "that holds the user's id, such as user_id or passport.user", EXIT_USAGE)
+        raise _CommandError(
+            "--user needs --user-key KEY (or PEEWEE_SESSIONS_USER_KEY): the session key "
+            "that holds the user's id, such as user_id or passport.user",
+            EXIT_USAGE,
+        )
     if args.command == "destroy":
         _check_destroy_args(args)
     if args.command == "sql" and args.dialect:
@@ -3559,21 +3913,31 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
             print(";\n".join(create_table_sql(db, args.table, args.sid_field, user_key)) + ";", file=out)
             return
         if args.command == "clear" and not args.yes:
-            raise _CommandError("clear deletes every session in %r: run it again with --yes" % args.table,
-                                EXIT_USAGE)
+            raise _CommandError(
+                "clear deletes every session in %r: run it again with --yes" % args.table, EXIT_USAGE
+            )
         existed = db.table_exists(args.table)
-        store = PeeweeSessionStore(db, table_name=args.table, sid_field_name=args.sid_field,
-                                   create_table=args.command == "create-table", clear_interval=0,
-                                   user_key=user_key if args.command == "create-table" or getattr(
-                                       args, "user", None) is not None else None)
+        store = PeeweeSessionStore(
+            db,
+            table_name=args.table,
+            sid_field_name=args.sid_field,
+            create_table=args.command == "create-table",
+            clear_interval=0,
+            user_key=user_key
+            if args.command == "create-table" or getattr(args, "user", None) is not None
+            else None,
+        )
         _COMMANDS[args.command](store, args, out, err, existed)
     except TableMissingError:
         if existed:  # the table is there, without the index --user-key needs
-            raise _CommandError("the table %r has no user index for --user-key %s: add it with "
-                                "`create-table --user-key %s`" % (args.table, user_key, user_key),
-                                EXIT_NO_TABLE) from None
-        raise _CommandError("the table %r does not exist (create it with `create-table`)" % args.table,
-                            EXIT_NO_TABLE) from None
+            raise _CommandError(
+                "the table %r has no user index for --user-key %s: add it with "
+                "`create-table --user-key %s`" % (args.table, user_key, user_key),
+                EXIT_NO_TABLE,
+            ) from None
+        raise _CommandError(
+            "the table %r does not exist (create it with `create-table`)" % args.table, EXIT_NO_TABLE
+        ) from None
     except SessionStoreUnavailable as exc:
         raise _CommandError(str(exc), EXIT_UNREACHABLE) from None
     except SessionStoreError as exc:
@@ -3588,8 +3952,10 @@ def _run_command(args: Any, out: Any, err: Any) -> None:
 def _create_table(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     print("table %s %s" % (store.table_name, "already exists" if existed else "created"), file=out)
     if store.user_key is not None:
-        print("index %s%s on user_key %s is there" % (store.table_name, _USER_INDEX_SUFFIX, store.user_key),
-              file=out)
+        print(
+            "index %s%s on user_key %s is there" % (store.table_name, _USER_INDEX_SUFFIX, store.user_key),
+            file=out,
+        )
 
 
 def _sweep(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
@@ -3610,8 +3976,15 @@ def _sweep(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bo
 def _stats(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bool) -> None:
     stats = store.stats()
     if args.json:
-        print(json.dumps({key: _iso_z(value) if isinstance(value, datetime.datetime) else value
-                          for key, value in stats.items()}), file=out)
+        print(
+            json.dumps(
+                {
+                    key: _iso_z(value) if isinstance(value, datetime.datetime) else value
+                    for key, value in stats.items()
+                }
+            ),
+            file=out,
+        )
         return
     for key, value in stats.items():
         if isinstance(value, datetime.datetime):
@@ -3673,11 +4046,17 @@ def _clear(store: PeeweeSessionStore, args: Any, out: Any, err: Any, existed: bo
     print("cleared %d sessions" % store.clear(), file=out)
 
 
-_COMMANDS = {"create-table": _create_table, "sweep": _sweep, "stats": _stats, "destroy": _destroy,
-             "clear": _clear, "sessions": _sessions}
+_COMMANDS = {
+    "create-table": _create_table,
+    "sweep": _sweep,
+    "stats": _stats,
+    "destroy": _destroy,
+    "clear": _clear,
+    "sessions": _sessions,
+}
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """`peewee-sessions` and `python -m peewee_sessions`: returns the exit code."""
     args = _argument_parser().parse_args(argv)
     try:

@@ -536,7 +536,7 @@ NO_REFRESH = {"SESSION_REFRESH_EACH_REQUEST": False}  # see test_flask_refresh_e
 def test_no_query_for_a_request_that_does_not_use_its_session(make_client, adapter, store):
     client = make_client(adapter, config=NO_REFRESH)
     client.get("/count")
-    counter = Counter(store.db)
+    counter = Counter(store)
     for path in ("/plain", "/unused"):
         response = client.get(path)
         assert "Set-Cookie" not in response.headers
@@ -618,7 +618,7 @@ def test_rolling_sends_the_cookie_on_every_response(make_client, adapter):
 def test_resave_writes_an_unchanged_session(make_client, adapter, store):
     client = make_client(adapter, resave=True, rolling=False, max_age=3600, touch_after=3600)
     client.get("/count")
-    counter = Counter(store.db)
+    counter = Counter(store)
     client.get("/read")
     assert writes(counter)
     lazy = make_client(adapter, resave=False, rolling=False, max_age=3600, touch_after=3600)
@@ -639,7 +639,7 @@ def test_touch_after(make_client, adapter, store, touch_after):
     client = make_client(adapter, max_age=7200, rolling=False, touch_after=touch_after)
     client.get("/count")
     first = row_expires_in(store, client.sid)
-    counter = Counter(store.db)
+    counter = Counter(store)
     client.get("/read")
     assert bool(writes(counter)) is (touch_after == 0)  # an unchanged session is touched when due
     assert row_expires_in(store, client.sid) >= first - 2
@@ -805,7 +805,7 @@ def test_flask_refresh_each_request_loads_a_session_that_brings_a_cookie(make_cl
     """With SESSION_REFRESH_EACH_REQUEST, a route that never used a cookied session still loads it, once."""
     client = make_client("flask")
     client.get("/count")
-    counter = Counter(store.db)
+    counter = Counter(store)
     response = client.get("/plain")
     assert len(counter.statements) == 1 and not writes(counter)  # one SELECT: is it permanent?
     assert "Set-Cookie" not in response.headers  # it is not: nothing to renew

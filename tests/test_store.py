@@ -915,11 +915,12 @@ def test_a_connection_the_server_kills_is_an_outage(backend, db, store, tmp_path
     own_id = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}[backend]
     kill = {"postgresql": "SELECT pg_terminate_backend(%s)", "mysql": "KILL %s"}[backend]
     killer = open_database(backend, tmp_path)
-    with store.connection():
+    with store.connection():  # the app's connection, which a locked() block runs on
         victim = store.db.execute_sql(own_id).fetchone()[0]
         with killer.connection_context():
             killer.execute_sql(kill % int(victim))
         with pytest.raises(peewee_sessions.SessionStoreUnavailable):
-            store.get("sid")
+            with store.locked("sid"):
+                pass
     store.db.close()  # peewee keeps the dead connection until it is closed
     assert store.get("sid") is not None  # the next connection works
