@@ -242,7 +242,7 @@ def explain_batch(backend, store, batch, analyze):
     """The plan of one sweep batch statement, as the store runs it; with analyze, run and rolled back."""
     db, sql = store.db, store.dialect
     # MySQL/MariaDB read a batch's expired keys with a SELECT, then delete by key (the store's _KeyOrderSweep).
-    statement, params = getattr(sql, "sweep_batch", None) or sql.sweep_expired_keys, (sql.now(), batch)
+    statement, params = getattr(sql, "sweep_expired_keys", None) or sql.sweep_batch, (sql.now(), batch)
     statement = statement.split(" FOR ", 1)[1] if statement.startswith("SET STATEMENT") else statement  # MariaDB's
     if backend == "postgresql":
         prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
