@@ -245,6 +245,8 @@ PASSWORD = "s3cret-pw"
 def with_password(url, password=PASSWORD, query=""):
     scheme, rest = url.split("://", 1)
     user_part, host_part = rest.rsplit("@", 1) if "@" in rest else ("user", rest)
+    if query and "?" in host_part:  # the URL has options already (?prefer_psycopg3=true): one more
+        query = "&" + query.lstrip("?")
     return "%s://%s:%s@%s%s" % (scheme, user_part.split(":")[0], password, host_part, query)
 
 
