@@ -59,6 +59,7 @@ def another_transaction_holding(backend, tmp_path, store, sid):
 
 
 @conflict_backends
+@pytest.mark.direct_connection
 def test_a_merge_that_lost_a_conflict_is_run_again(backend, tmp_path, store):
     store.set("s", dict(LIVE, n=1))
     with another_transaction_holding(backend, tmp_path, store, "s"):
@@ -67,6 +68,7 @@ def test_a_merge_that_lost_a_conflict_is_run_again(backend, tmp_path, store):
 
 
 @conflict_backends
+@pytest.mark.direct_connection
 def test_a_locked_block_that_lost_a_conflict_raises_and_changes_nothing(backend, tmp_path, store):
     store.set("s", dict(LIVE, n=1))
     with pytest.raises(SessionConflict) as raised:
@@ -78,6 +80,7 @@ def test_a_locked_block_that_lost_a_conflict_raises_and_changes_nothing(backend,
 
 
 @conflict_backends
+@pytest.mark.direct_connection
 def test_run_locked_runs_the_block_again_on_the_stored_session(backend, tmp_path, store):
     app, _ = build_app(store)
     runs = []

@@ -31,6 +31,7 @@ def kill_from_another_connection(backend, backend_id):
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.direct_connection
 def test_a_connection_the_server_dropped_is_replaced_and_the_statement_run_again(web, backend):
     client, plugin, store = web
     assert client.get("/count").text == "1"
@@ -45,6 +46,7 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_statement_run_again
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.direct_connection
 def test_a_statement_failing_twice_is_one_unavailable_error_and_the_next_one_reconnects(store, backend):
     from peewee_sessions import SessionStoreUnavailable
 

@@ -907,6 +907,7 @@ def test_create_table_sql_takes_the_url_schemes_names_too():
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.direct_connection
 def test_a_connection_the_server_kills_is_an_outage(backend, db, store, tmp_path):
     """Kills only this test's own connection (pg_terminate_backend, KILL): the servers serve others."""
     from conftest import open_database
