@@ -649,6 +649,11 @@ class _Dialect:
     def check_database(cls, db: peewee.Database) -> None:
         """Refuse, when the store is made, a database object that could never serve it."""
 
+    @classmethod
+    def file_of(cls, db: peewee.Database) -> Optional[str]:
+        """The file the database lives in, where it is one (SQLite's: connecting would create it)."""
+        return None
+
     # The hooks: how this database writes what the store asks.
 
     def sess_text(self, column: str) -> str:
@@ -796,6 +801,13 @@ class _SqliteDialect(_Dialect):
         # A spare connection moves to another thread (_Spares), used by one thread at a time.
         own.connect_params = dict(own.connect_params, check_same_thread=False)
         return own
+
+    @classmethod
+    def file_of(cls, db: peewee.Database) -> Optional[str]:
+        path = db.database
+        if not isinstance(path, str) or path == ":memory:" or db.connect_params.get("uri"):
+            return None
+        return path
 
     @classmethod
     def check_database(cls, db: peewee.Database) -> None:
@@ -3848,7 +3860,8 @@ def _open_database(url: Optional[str], may_create: bool) -> peewee.Database:
         raise _CommandError(
             "cannot use the database URL %s: %s" % (shown, _one_line(exc, url)), EXIT_BAD_URL
         ) from None
-    if isinstance(db, peewee.SqliteDatabase) and not may_create and not os.path.exists(db.database):
+    path = _dialect_for(db).file_of(db)
+    if path is not None and not may_create and not os.path.exists(path):
         # SQLite would create an empty file for a mistyped path.
         raise _CommandError("no SQLite database at %r" % db.database, EXIT_UNREACHABLE)
     try:
