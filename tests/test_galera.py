@@ -28,7 +28,7 @@ import pytest
 import webtest
 from playhouse.db_url import connect
 
-from conftest import IN_CI, SECRET, build_app, drop_table
+from conftest import SECRET, build_app, drop_table, unavailable
 from peewee_sessions import PeeweeSessionStore, SessionConflict, SessionStoreUnavailable, sign_session_id
 from services import GALERA_PROVIDER, INSTALL_DB, MARIADBD, GaleraCluster, ServiceError
 from test_node_interop import NodeApp
@@ -36,12 +36,6 @@ from test_node_interop import node_sqlite3_built  # noqa: F401 (a fixture: npm c
 
 HOW_TO_ENABLE = "apt-get install galera-4 mariadb-server rsync"
 ROUNDS = 5  # races are chancy: a few rounds of each make one likely
-
-
-def unavailable(reason):
-    if IN_CI:
-        pytest.fail("CI=true: the Galera tests may not be skipped. " + reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

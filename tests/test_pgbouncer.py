@@ -13,18 +13,12 @@ import tempfile
 import pytest
 from playhouse.db_url import connect
 
-from conftest import IN_CI, drop_table, require_backend, server_url
+from conftest import drop_table, require_backend, server_url, unavailable
 from peewee_sessions import PeeweeSessionStore, SessionStoreError
 from services import PGBOUNCER, PgBouncer, ServiceError
 
 PSYCOPG3 = "prefer_psycopg3=true"
 NO_PREPARE = "prefer_psycopg3=true&prepare_threshold=none"  # psycopg 3's default threshold is 5
-
-
-def unavailable(reason):
-    if IN_CI:
-        pytest.fail("CI=true: the PgBouncer tests may not be skipped. " + reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
