@@ -264,9 +264,6 @@ def _iso_z(value: datetime.datetime) -> str:
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _expiry_from_db(value: Union[str, int, datetime.datetime]) -> datetime.datetime:
     if isinstance(value, str):
         return _parse_iso(value)
@@ -3382,10 +3379,13 @@ class SessionPlugin:
         if not isinstance(keyword, str) or not keyword.isidentifier():
             raise ValueError("keyword must be a Python identifier, not %r" % (keyword,))
         self.engine = SessionEngine(db_or_store, secret=secret, is_redirect=_is_bottle_redirect, **options)
-        self.store = self.engine.store
         self.name = keyword  # Bottle keeps one plugin per name: two keywords, two plugins
         self.keyword = keyword
         self.error_status = error_status
+
+    @property
+    def store(self) -> PeeweeSessionStore:
+        return self.engine.store
 
     def setup(self, app: Any) -> None:
         import bottle
@@ -3461,9 +3461,12 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.engine = SessionEngine(db_or_store, secret=secret, **options)
-        self.store = self.engine.store
         self.environ_key = environ_key
         self.error_status = error_status
+
+    @property
+    def store(self) -> PeeweeSessionStore:
+        return self.engine.store
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         engine = self.engine
