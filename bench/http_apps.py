@@ -207,7 +207,7 @@ def floor_app(db_url, table, secret="bench secret"):
                            (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
         else:
             sid = secrets.token_urlsafe(24)
-            cursor.execute(sql.set, (sid, text, sql.db_time(expires), text, sql.db_time(expires)))
+            cursor.execute(sql.set, sql.set_params(sid, text, sql.db_time(expires)))
         signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
         bottle.response.set_header("Set-Cookie", "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax"
                                    % (signed, _http_date(expires)))
