@@ -3,8 +3,9 @@
     python bench/http_bench.py --db postgresql|mysql|sqlite|all [--seconds 6] [--warmup 1]
 
 Each app serves two routes: /incr reads and writes a session counter, /hello doesn't use a session. A
-session's cost per request is 1/(requests/s of /incr) - 1/(requests/s of /hello) of the same app in the same
-run: all that a session adds to a request, its round trips included, with the app's framework taken out.
+session's cost per request is 1/(requests/s of /incr) - 1/(requests/s of /hello) of the same app, from two
+turns taken one after the other: all that a session adds to a request, its round trips included, with the
+app's framework taken out. An app's reported cost is the median of those of its rounds (below).
 /hello is requested with no cookie (counter.lua's "bare" mode): no app then does any session work for it
 (Flask-Session and express-session would otherwise load the session on every request).
 
@@ -12,10 +13,15 @@ The Python apps (bench/http_apps.py) are served by gunicorn (`-k gthread -w 1 --
 app (bench/express_app.js) by one Node process, each alone on 127.0.0.1 and driven by wrk (Debian's
 `wrk`) with bench/counter.lua: 4 connections, one cookie jar each. counter.lua checks that every /incr
 counter is the previous one + 1 on its connection: a lost or doubled write is a wrong counter, and must be
-0, however fast. The apps take turns of --segment seconds (in a new random order for each route of each
-round) until each has had --seconds per route, so a background load that comes and goes hits them alike;
-each round serves each app from a fresh process, warmed up for --warmup seconds. Besides requests/s the
-table shows the server's CPU time per request, which other processes on the machine disturb less.
+0, however fast.
+
+Each round serves each app from a fresh process, warmed up for --warmup seconds. Then the apps, in a new
+random order each round, take turns of --segment seconds in pairs: an app's /hello turn and its /incr turn
+back to back (which goes first drawn at random), so that both see the same background load. Rounds go on
+until each app has had --seconds per route. Each round gives each app one cost, from its pair, and the app's
+session cost is the median of those: a load that drifts during the run shifts both turns of a pair alike,
+and one disturbed turn moves one round's cost, not the median. The table shows the range of the rounds'
+costs too, and besides requests/s the server's CPU time per request, which other processes disturb less.
 
     plugin             Bottle + SessionPlugin; the app's database a playhouse.pool pool, as the README
                        recommends (SQLite: the file in WAL mode); the store keeps a connection per thread
@@ -36,7 +42,8 @@ Dependencies: bench/requirements.txt, Node 20 with npm. Exit status 1 when a cou
 failed or an app didn't start; the speed targets are reported, not enforced.
 
 From another script: `run(backend, seconds, warmup)` returns the rows as dicts, `costs(rows)` the
-session cost of each app, `format_table(rows)` and `target_lines(rows)` print them.
+session cost of each app (the median of its rounds'), `format_table(rows)` and `target_lines(rows)` print
+them.
 """
 
 import argparse
@@ -49,6 +56,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -271,10 +279,15 @@ def run_wrk(port, mode, seconds, connections=CONNECTIONS):
     raise BenchError("wrk printed no result (exit %d):\n%s\n%s" % (done.returncode, done.stdout, done.stderr))
 
 
+def _turn_rps(result, route):
+    """Requests/s of one wrk run of the route (in hello mode only /hello counts); 0 when it served none."""
+    count = result["incr_n"] if route == "/incr" else result["hello_n"]
+    return count / result["duration_us"] * 1e6 if result["duration_us"] else 0.0
+
+
 def _merge(results, route):
     """Several wrk runs of one app and route, added up (with each run's requests/s in "segments")."""
-    count_key = "incr_n" if route == "/incr" else "hello_n"
-    total = dict(results[0], segments=[r[count_key] / r["duration_us"] * 1e6 for r in results if r["duration_us"]])
+    total = dict(results[0], segments=[_turn_rps(r, route) for r in results if r["duration_us"]])
     for result in results[1:]:
         for key, value in result.items():
             if key == "first_wrong":
@@ -362,12 +375,16 @@ def run(backend, seconds=6, warmup=1, connections=CONNECTIONS, threads=GUNICORN_
     """Benchmark the apps on one database; one dict per (app, route).
 
     The run is made of rounds. Each round starts every app in a process of its own, warms each up for
-    `warmup` s of /incr, then, route by route, gives each a `segment`-second wrk run (in a random order),
-    and stops them; rounds go on until each app has had `seconds` per route. A fresh process a
-    round: one process may run the very same code some percent slower than another for its whole life (how
-    its memory happened to be laid out), so each app's numbers average over as many processes as rounds.
-    Interleaving keeps a background load that comes and goes from favouring one app. Each wrk run opens
-    fresh connections, so each starts fresh sessions (one INSERT per connection, then UPDATEs).
+    `warmup` s of /incr, then gives each app, in a new random order, two `segment`-second wrk runs back to
+    back, /hello and /incr (which first drawn at random), and stops them; rounds go on until each app has had
+    `seconds` per route. A fresh process a round: one process may run the very same code some percent slower
+    than another for its whole life (how its memory happened to be laid out), so each app's numbers average
+    over as many processes as rounds. Each wrk run opens fresh connections, so each starts fresh sessions
+    (one INSERT per connection, then UPDATEs).
+
+    The two turns of a pair are seconds apart, so they see the same background load: each round gives an
+    app one session cost (its /incr row's "round_costs_ms", in round order), and costs() takes their
+    median, which one disturbed turn doesn't move much. The rows' requests/s are over all turns.
 
     `apps` limits the run to some of the APPS' names. `progress` (a callable taking a string) hears what
     is running.
@@ -377,8 +394,8 @@ def run(backend, seconds=6, warmup=1, connections=CONNECTIONS, threads=GUNICORN_
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: apt-get update && apt-get install wrk")
     say = progress or (lambda message: None)
-    segment = max(1, int(round(min(segment, seconds))))
-    rounds = max(1, int(round(seconds / segment)))
+    segment = max(1, round(min(segment, seconds)))
+    rounds = max(1, round(seconds / segment))
     tmpdir = tempfile.mkdtemp(prefix="http_bench_")
     db_url = database_url(backend, tmpdir)
     prefix = "hb_%s" % secrets.token_hex(4)
@@ -393,36 +410,47 @@ def run(backend, seconds=6, warmup=1, connections=CONNECTIONS, threads=GUNICORN_
     # Each store's table, made by its app and dropped at the end.
     table_of = {name: "%s_%s" % (prefix, suffix) for name, _, suffix in chosen}
     results = {}
+    round_costs = {name: [] for name in names}  # ms, one per round: 1000/incr_rps - 1000/hello_rps
     log_tails = {}  # the server log of an app's run that went wrong
     try:
         _check_reachable(backend, db_url)
         for index in range(rounds):
-            say("%s: round %d/%d: starting %s, %g s of warm-up each" % (backend, index + 1, rounds, "; ".join(names),
-                                                                     warmup))
+            say("%s: round %d/%d: starting %s, %g s of warm-up each" % (
+                backend, index + 1, rounds, "; ".join(names), warmup))
             with contextlib.ExitStack() as stack:
                 servers = {}
                 for name, kind, _ in chosen:
-                    servers[name] = stack.enter_context(Gunicorn(kind, db_url, table_of[name], tmpdir, threads=threads,
-                                                                 pool_size=max(connections, threads)))
+                    server = Gunicorn(kind, db_url, table_of[name], tmpdir, threads=threads,
+                                      pool_size=max(connections, threads))
+                    servers[name] = stack.enter_context(server)
                     if warmup > 0:
                         run_wrk(servers[name].port, "incr", warmup, connections)
-                for route in ROUTES:
-                    # A random order, not a rotation: a turn's speed depends on which turn came before it
-                    # (by 5% for the very same code, here), and a rotation keeps each app after the same one.
-                    order = random.sample(names, len(names))
-                    say("%s: round %d/%d: %s, %d s each: %s" % (backend, index + 1, rounds, route, segment,
-                                                                "; ".join(order)))
-                    for name in order:
+                # A random order, not a rotation: a turn's speed depends on which turn came before it (by
+                # 5% for the very same code, here), and a rotation keeps each app after the same one. Which
+                # of an app's two turns goes first is drawn too: neither route always follows another app.
+                order = random.sample(names, len(names))
+                pairs = [(name, random.sample(ROUTES, len(ROUTES))) for name in order]
+                say("%s: round %d/%d: %d s a turn, each app's two back to back: %s" % (
+                    backend, index + 1, rounds, segment,
+                    "; ".join("%s %s" % (name, " then ".join(routes)) for name, routes in pairs)))
+                for name, routes in pairs:
+                    rps = {}
+                    for route in routes:
                         cpu_before = servers[name].worker_cpu_s()
                         result = run_wrk(servers[name].port, WRK_MODE[route], segment, connections)
                         result["worker_cpu_us"] = int((servers[name].worker_cpu_s() - cpu_before) * 1e6)
                         results.setdefault((name, route), []).append(result)
+                        rps[route] = _turn_rps(result, route)
                         if result["wrong"] or any(_errors(result)):
                             log_tails.setdefault(name, servers[name].log_tail(15))
+                    if rps["/incr"] and rps["/hello"]:  # a turn that served nothing gives no cost
+                        round_costs[name].append(1000 / rps["/incr"] - 1000 / rps["/hello"])
         rows = []
         for name in names:
             for route in ROUTES:
                 row = _row(backend, name, route, _merge(results[(name, route)], route))
+                if route == "/incr":
+                    row["round_costs_ms"] = round_costs[name]
                 if row["errors"] or row["wrong_counters"]:
                     row["log_tail"] = log_tails.get(name, "")
                 rows.append(row)
@@ -441,25 +469,27 @@ def _rps(rows, database, app, route):
 
 
 def costs(rows):
-    """{(database, app): the session cost per request in ms, and in the server's CPU ms}."""
+    """{(database, app): the session cost per request in ms, and in the server's CPU ms}.
+
+    "ms" is the median of the app's per-round costs (each from a pair of turns taken back to back);
+    "cpu_ms" comes from the server's CPU time over all the turns of each route.
+    """
     out = {}
     for row in rows:
-        if row["route"] != "/incr":
+        if row["route"] != "/incr" or not row.get("round_costs_ms"):
             continue
-        hello = _rps(rows, row["database"], row["app"], "/hello")
-        if hello and row["requests_per_s"] and hello["requests_per_s"]:
-            ours, bare = row["worker_cpu_ms_per_request"], hello["worker_cpu_ms_per_request"]
-            cpu = ours - bare if ours is not None and bare is not None else None
-            out[(row["database"], row["app"])] = {
-                "ms": 1000 / row["requests_per_s"] - 1000 / hello["requests_per_s"], "cpu_ms": cpu}
+        hello = _rps(rows, row["database"], row["app"], "/hello") or {}
+        ours, bare = row["worker_cpu_ms_per_request"], hello.get("worker_cpu_ms_per_request")
+        cpu = ours - bare if ours is not None and bare is not None else None
+        out[(row["database"], row["app"])] = {"ms": statistics.median(row["round_costs_ms"]), "cpu_ms": cpu}
     return out
 
 
 def format_table(rows):
-    lines = ["| database | app | /incr req/s | /hello req/s | session cost ms/request "
-             "| server CPU ms/request: /incr, /hello | /incr turns min-max req/s | wrong counters "
-             "| errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| database | app | /incr req/s | /hello req/s | session cost ms/request (median of rounds) "
+             "| session cost per round, min-max ms | server CPU ms/request: /incr, /hello "
+             "| /incr turns min-max req/s | wrong counters | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cost = costs(rows)
     for row in rows:
         if row["route"] != "/incr":
@@ -469,9 +499,11 @@ def format_table(rows):
         cpu = "%.3f, %.3f" % (row["worker_cpu_ms_per_request"] or 0,
                               hello.get("worker_cpu_ms_per_request") or 0)
         c = cost.get((row["database"], row["app"]))
-        lines.append("| %s | %s | %.0f | %.0f | %s | %s | %s | %d | %d |" % (
+        per_round = row.get("round_costs_ms") or []
+        lines.append("| %s | %s | %.0f | %.0f | %s | %s | %s | %s | %d | %d |" % (
             row["database"], row["app"], row["requests_per_s"], hello.get("requests_per_s", 0),
-            "-" if c is None else "%.3f" % c["ms"], cpu,
+            "-" if c is None else "%.3f" % c["ms"],
+            "%.3f-%.3f" % (min(per_round), max(per_round)) if per_round else "-", cpu,
             "%.0f-%.0f" % (min(turns), max(turns)) if turns else "-",
             row["wrong_counters"] + hello.get("wrong_counters", 0), row["errors"] + hello.get("errors", 0)))
     return "\n".join(lines)
@@ -525,7 +557,8 @@ def main(argv=None):
         print("error: %s" % exc, file=sys.stderr)
         return 1
     print("HTTP benchmark: gunicorn -k gthread -w 1 --threads %d (Node: one process), wrk %d connections "
-          "(one cookie each), %g s per app and route in %g-s turns, after %g s warm-up; load average "
+          "(one cookie each), %g s per app and route in %g-s turns (each app's /hello and /incr back to "
+          "back; its session cost the median of the rounds'), after %g s warm-up; load average "
           "before: %s" % (
               GUNICORN_THREADS, args.connections, args.seconds, args.segment, args.warmup, load_before))
     print()

@@ -1,11 +1,13 @@
 """Every benchmark of the performance issue in one run, written to BENCHMARKS.md.
 
     pip install -r requirements-dev.txt -r bench/requirements.txt && apt-get install wrk
-    python bench/run.py                 # about 30 minutes on 2 cores; --quick for a smaller run
+    python bench/run.py                 # about 35 minutes on 2 cores; --quick for a smaller run
 
 1. store operations against the raw drivers and connect-session-knex (bench/store_bench.py),
 2. HTTP: the session cost per request of each store, --http-runs times (3) over every database
-   (bench/http_bench.py), with a chart of it (docs/session_cost.png),
+   (bench/http_bench.py), with a chart of it (docs/session_cost.png); each run gives each app 5 rounds
+   of a 2-second /hello turn and a 2-second /incr turn back to back per database, and its cost is the
+   median of the 5 rounds' (about 33 of the 35 minutes: some 45 s a round for the 7 apps),
 3. queries per request (bench/queries.py),
 4. the sweep of 1,000,000 expired rows among 100,000 live ones (bench/sweep_bench.py).
 Every target is a ratio between two things measured in the same run. What follows the notes marker
@@ -154,7 +156,8 @@ def draw_chart(costs, path):
     ax.set_xticks(range(len(databases)))
     ax.set_xticklabels(["MariaDB" if d == "mysql" else "PostgreSQL" if d == "postgresql" else "SQLite"
                         for d in databases])
-    ax.set_ylabel("session cost per request (ms)\n1/(req/s of /incr) - 1/(req/s of /hello)")
+    ax.set_ylabel("session cost per request (ms), median of rounds\n"
+                  "1/(req/s of /incr) - 1/(req/s of /hello)")
     ax.set_title("What a session costs per request (median of %d runs; bars: min-max; hatched: "
                  "peewee-sessions)" % len(costs), fontsize=10)
     ax.legend(fontsize=8, ncol=4)
@@ -215,7 +218,8 @@ def main():
     parser.add_argument("--http-runs", type=int, default=3, help="runs of the HTTP benchmark (default 3)")
     parser.add_argument("--no-sweep", action="store_true", help="leave out the sweep benchmark (section 4)")
     args = parser.parse_args()
-    quick, full = (2000, 2, 1, 50000, 5000), (10000, 4, 1, 1000000, 100000)
+    # HTTP seconds per app and route: in 2-s turns, 10 s is 5 rounds (a median of 5 costs) a database.
+    quick, full = (2000, 2, 1, 50000, 5000), (10000, 10, 1, 1000000, 100000)
     ops, seconds, warmup, expired, live = quick if args.quick else full
     started = datetime.datetime.now(datetime.timezone.utc)
     old = Path(args.output).read_text() if Path(args.output).exists() else ""
