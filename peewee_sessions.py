@@ -1597,15 +1597,23 @@ class PeeweeSessionStore:
         run again (see _retrying).
         """
         self._sweeper.start_if_needed()
-        db, own = self.db, self._own_db
-        for attempt in _retrying(db):
+        try:  # the first attempt outside _retrying's loop: this runs twice a request, a conflict rarely
+            return self._execute_once(sql, params, fetch)
+        except SessionConflict:
+            if self.db.in_transaction():
+                raise
+        for attempt in _retrying(self.db, failed=1):
             with attempt:
-                if own is None or db.in_transaction() or _database_of(db) is not self._own_source:
-                    with _Connection(db):
-                        cursor = db.execute_sql(sql, params)
-                        return cursor if fetch is None else getattr(cursor, fetch)()
-                return self._run(own, sql, params, fetch)
+                return self._execute_once(sql, params, fetch)
         raise AssertionError("unreachable: the last attempt raises")
+
+    def _execute_once(self, sql: str, params: tuple, fetch: Optional[str]) -> Any:
+        db, own = self.db, self._own_db
+        if own is None or db.in_transaction() or _database_of(db) is not self._own_source:
+            with _Connection(db):
+                cursor = db.execute_sql(sql, params)
+                return cursor if fetch is None else getattr(cursor, fetch)()
+        return self._run(own, sql, params, fetch)
 
     def _run(self, own: Any, sql: str, params: tuple, fetch: Optional[str]) -> Any:
         """Run one statement on this thread's own connection of the store, opened on first use and kept.
@@ -1958,22 +1966,25 @@ class _Attempt:
         return self.failed  # swallowed: the caller's loop tries again
 
 
-def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS) -> Iterator[_Attempt]:
+def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS, failed: int = 0) -> Iterator[_Attempt]:
     """`for attempt in _retrying(db): with attempt: ...`: the block again after a SessionConflict.
 
-    Inside a transaction that is not the block's own (the app's), a conflict has rolled back or
-    doomed more than the block: it is raised at once, for whoever owns the transaction.
+    `failed`: attempts the caller already made and lost, outside the loop; it goes on from there,
+    after the pause that follows them. Inside a transaction that is not the block's own (the
+    app's), a conflict has rolled back or doomed more than the block: it is raised at once, for
+    whoever owns the transaction.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1, not %r" % (attempts,))
     if db.in_transaction():
         attempts = 1
-    for number in range(attempts):
+    for number in range(failed, attempts):
+        if number:
+            time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2 ** (number - 1)))
         attempt = _Attempt(last=number == attempts - 1)
         yield attempt
         if not attempt.failed:
             return
-        time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2**number))
 
 
 def create_table_sql(
@@ -2527,8 +2538,14 @@ class SessionCookie:
     def copy(self, max_age: Optional[float], secure: bool) -> "SessionCookie":
         """These settings with another lifetime (starting now) and secure flag."""
         cookie = object.__new__(SessionCookie)
-        for slot in self.__slots__:  # checked when they were set here
-            setattr(cookie, slot, getattr(self, slot))
+        # Checked when they were set here; one statement, as this runs for every request's session.
+        cookie._path, cookie._domain, cookie._httponly, cookie._samesite = (
+            self._path,
+            self._domain,
+            self._httponly,
+            self._samesite,
+        )
+        cookie._partitioned, cookie._priority = self._partitioned, self._priority
         cookie.secure = secure
         cookie.max_age = max_age
         return cookie
@@ -2551,8 +2568,10 @@ class SessionCookie:
         if isinstance(stored, dict):
             for key, name in _COOKIE_JSON_ATTRIBUTES:
                 if key in stored:
-                    with contextlib.suppress(ValueError):
+                    try:
                         setattr(self, name, stored[key])
+                    except ValueError:
+                        pass
 
     @property
     def max_age(self) -> Optional[float]:
@@ -2866,10 +2885,12 @@ class Session(dict):
         self._check_usable()
         self._write(self._encoded(), force=True)
 
-    def _write(self, encoded: dict[str, str], force: bool = False) -> bool:
-        """Store what changed since the last save (a new session whole); returns whether it wrote."""
+    def _write(self, encoded: dict[str, str], force: bool = False, changed: Optional[tuple] = None) -> bool:
+        """Store what changed since the last save (a new session whole); returns whether it wrote.
+
+        `changed`: what _changes(encoded) returned, when the caller has it already."""
         saved = self._saved
-        changes, removed, cookie_changed = self._changes(encoded)
+        changes, removed, cookie_changed = changed or self._changes(encoded)
         if saved.token is not None and not (changes or removed or cookie_changed or force):
             return False
         self._open()
@@ -3022,17 +3043,18 @@ class Session(dict):
         self._finished = True
         self._cookie.reset_expiry(_utcnow())
         encoded = self._encoded()
-        changes, removed, cookie_changed = self._changes(encoded)
+        changed = self._changes(encoded)
+        changes, removed, cookie_changed = changed
         cookie_changed = cookie_changed or self._wrote_cookie
         # express-session's isModified: a new id, other data or another lifetime than at the start.
         browser_has_id = self._id == self._cookie_sid
         modified = bool(changes or removed) or cookie_changed or self._forced
         if self._saved.token is not None:
-            wrote = self._write(encoded, force=self._options.resave or self._forced)
+            wrote = self._write(encoded, self._options.resave or self._forced, changed)
             if browser_has_id and not wrote:
                 self._touch_if_due()
         elif modified or (self._options.save_uninitialized and not self._destroyed):
-            self._write(encoded)  # an empty new session is not stored (saveUninitialized)
+            self._write(encoded, changed=changed)  # an empty new session is not stored (saveUninitialized)
         if self._saved.token is not None:
             if browser_has_id and self._cookie_stale:
                 return ""  # the browser keeps the cookie it has, from the request that wrote the row last

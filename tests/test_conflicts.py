@@ -153,3 +153,52 @@ def test_run_locked_needs_an_attempt(store):
     session = SessionEngine(store, secret="s").open("", https=False)
     with pytest.raises(ValueError, match="attempts"):
         session.run_locked(lambda s: None, attempts=0)
+
+
+def _losing(store, monkeypatch, times):
+    """Make the store's next `times` statements lose a conflict (before reaching the database)."""
+    calls = []
+    run_once = store._execute_once
+
+    def execute_once(sql, params, fetch):
+        calls.append(sql)
+        if len(calls) <= times:
+            raise SessionConflict("lost a conflict (made by the test)")
+        return run_once(sql, params, fetch)
+
+    monkeypatch.setattr(store, "_execute_once", execute_once)
+    return calls
+
+
+def test_a_statement_that_lost_a_conflict_is_run_again(store, monkeypatch):
+    from peewee_sessions import CONFLICT_ATTEMPTS
+
+    store.set("s", dict(LIVE, n=1))
+    calls = _losing(store, monkeypatch, CONFLICT_ATTEMPTS - 1)
+    assert store.destroy("s") == 1  # the last attempt it has won
+    assert len(calls) == CONFLICT_ATTEMPTS
+    monkeypatch.undo()
+    assert store.get("s") is None
+
+
+def test_a_statement_that_loses_every_attempt_raises_after_the_last(store, monkeypatch):
+    from peewee_sessions import CONFLICT_ATTEMPTS
+
+    store.set("s", dict(LIVE, n=1))
+    calls = _losing(store, monkeypatch, CONFLICT_ATTEMPTS)
+    with pytest.raises(SessionConflict):
+        store.destroy("s")
+    assert len(calls) == CONFLICT_ATTEMPTS
+    monkeypatch.undo()
+    assert store.get("s") == dict(LIVE, n=1)
+
+
+def test_a_statement_in_the_apps_transaction_is_not_run_again(store, monkeypatch):
+    store.set("s", dict(LIVE, n=1))
+    calls = _losing(store, monkeypatch, 1)
+    with pytest.raises(SessionConflict):
+        with store.db.atomic():  # a conflict dooms the app's transaction: raised for the app to handle
+            store.destroy("s")
+    assert len(calls) == 1
+    monkeypatch.undo()
+    assert store.get("s") == dict(LIVE, n=1)
