@@ -1600,8 +1600,8 @@ class PeeweeSessionStore:
         try:  # the first attempt outside _retrying's loop: this runs twice a request, a conflict rarely
             return self._execute_once(sql, params, fetch)
         except SessionConflict:
-            if self.db.in_transaction():
-                raise
+            if self.db.in_transaction() or CONFLICT_ATTEMPTS < 2:
+                raise  # the app's transaction is doomed: its owner decides; or no attempt is left
         for attempt in _retrying(self.db, failed=1):
             with attempt:
                 return self._execute_once(sql, params, fetch)
@@ -1969,15 +1969,17 @@ class _Attempt:
 def _retrying(db: peewee.Database, attempts: int = CONFLICT_ATTEMPTS, failed: int = 0) -> Iterator[_Attempt]:
     """`for attempt in _retrying(db): with attempt: ...`: the block again after a SessionConflict.
 
-    `failed`: attempts the caller already made and lost, outside the loop; it goes on from there,
-    after the pause that follows them. Inside a transaction that is not the block's own (the
-    app's), a conflict has rolled back or doomed more than the block: it is raised at once, for
-    whoever owns the transaction.
+    Inside a transaction that is not the block's own (the app's), a conflict has rolled back or
+    doomed more than the block: it is raised at once, for whoever owns the transaction.
+    `failed`: attempts the caller already made and lost, outside the loop (outside any
+    transaction); the loop goes on from there, after the pause that follows them.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1, not %r" % (attempts,))
     if db.in_transaction():
         attempts = 1
+    if failed >= attempts:
+        raise ValueError("%d of %d attempts failed already: the caller raises the last" % (failed, attempts))
     for number in range(failed, attempts):
         if number:
             time.sleep(random.uniform(0, CONFLICT_PAUSE_S * 2 ** (number - 1)))
@@ -2538,14 +2540,14 @@ class SessionCookie:
     def copy(self, max_age: Optional[float], secure: bool) -> "SessionCookie":
         """These settings with another lifetime (starting now) and secure flag."""
         cookie = object.__new__(SessionCookie)
-        # Checked when they were set here; one statement, as this runs for every request's session.
-        cookie._path, cookie._domain, cookie._httponly, cookie._samesite = (
-            self._path,
-            self._domain,
-            self._httponly,
-            self._samesite,
-        )
-        cookie._partitioned, cookie._priority = self._partitioned, self._priority
+        # Checked when they were set here. Slot by slot rather than a loop of getattr/setattr: this runs
+        # for every request's session. _expires comes with max_age.
+        cookie._path = self._path
+        cookie._domain = self._domain
+        cookie._httponly = self._httponly
+        cookie._samesite = self._samesite
+        cookie._partitioned = self._partitioned
+        cookie._priority = self._priority
         cookie.secure = secure
         cookie.max_age = max_age
         return cookie
@@ -2885,12 +2887,17 @@ class Session(dict):
         self._check_usable()
         self._write(self._encoded(), force=True)
 
-    def _write(self, encoded: dict[str, str], force: bool = False, changed: Optional[tuple] = None) -> bool:
+    def _write(
+        self,
+        encoded: dict[str, str],
+        force: bool = False,
+        diff: Optional[tuple[dict[str, str], list[str], bool]] = None,
+    ) -> bool:
         """Store what changed since the last save (a new session whole); returns whether it wrote.
 
-        `changed`: what _changes(encoded) returned, when the caller has it already."""
+        `diff`: what _changes(encoded) returned, when the caller has it already."""
         saved = self._saved
-        changes, removed, cookie_changed = changed or self._changes(encoded)
+        changes, removed, cookie_changed = diff if diff is not None else self._changes(encoded)
         if saved.token is not None and not (changes or removed or cookie_changed or force):
             return False
         self._open()
@@ -3043,18 +3050,18 @@ class Session(dict):
         self._finished = True
         self._cookie.reset_expiry(_utcnow())
         encoded = self._encoded()
-        changed = self._changes(encoded)
-        changes, removed, cookie_changed = changed
+        diff = self._changes(encoded)
+        changes, removed, cookie_changed = diff
         cookie_changed = cookie_changed or self._wrote_cookie
         # express-session's isModified: a new id, other data or another lifetime than at the start.
         browser_has_id = self._id == self._cookie_sid
         modified = bool(changes or removed) or cookie_changed or self._forced
         if self._saved.token is not None:
-            wrote = self._write(encoded, self._options.resave or self._forced, changed)
+            wrote = self._write(encoded, self._options.resave or self._forced, diff)
             if browser_has_id and not wrote:
                 self._touch_if_due()
         elif modified or (self._options.save_uninitialized and not self._destroyed):
-            self._write(encoded, changed=changed)  # an empty new session is not stored (saveUninitialized)
+            self._write(encoded, diff=diff)  # an empty new session is not stored (saveUninitialized)
         if self._saved.token is not None:
             if browser_has_id and self._cookie_stale:
                 return ""  # the browser keeps the cookie it has, from the request that wrote the row last

@@ -127,7 +127,7 @@ class RawRunner:
         cursor, sql, sess = (conn or self.conn).cursor(), self.sql.set, self.sess
         for sid in sids:
             data, expired = json.dumps(sess, separators=(",", ":")), self.expiry(sess)
-            cursor.execute(sql, (prefix + sid, data, expired, data, expired))
+            cursor.execute(sql, self.sql.set_params(prefix + sid, data, expired))
 
     def set_threaded(self, sids):
         def work(part):

@@ -17,7 +17,13 @@ import pytest
 import webtest
 
 from conftest import build_app, drop_table, open_database
-from peewee_sessions import PeeweeSessionStore, SessionConflict, SessionStoreUnavailable
+from peewee_sessions import (
+    CONFLICT_ATTEMPTS,
+    CONFLICT_PAUSE_S,
+    PeeweeSessionStore,
+    SessionConflict,
+    SessionStoreUnavailable,
+)
 
 LIVE = {"cookie": {"expires": "2099-01-01T00:00:00.000Z"}}
 # How this connection's wait for a row lock ends in a conflict rather than in the row.
@@ -171,19 +177,18 @@ def _losing(store, monkeypatch, times):
 
 
 def test_a_statement_that_lost_a_conflict_is_run_again(store, monkeypatch):
-    from peewee_sessions import CONFLICT_ATTEMPTS
-
     store.set("s", dict(LIVE, n=1))
     calls = _losing(store, monkeypatch, CONFLICT_ATTEMPTS - 1)
+    pauses = []  # the longest each pause may be: it doubles, so that colliding requests spread out
+    monkeypatch.setattr("peewee_sessions.random.uniform", lambda low, high: pauses.append(high) or 0.0)
     assert store.destroy("s") == 1  # the last attempt it has won
     assert len(calls) == CONFLICT_ATTEMPTS
+    assert pauses == [CONFLICT_PAUSE_S * 2**n for n in range(CONFLICT_ATTEMPTS - 1)]
     monkeypatch.undo()
     assert store.get("s") is None
 
 
 def test_a_statement_that_loses_every_attempt_raises_after_the_last(store, monkeypatch):
-    from peewee_sessions import CONFLICT_ATTEMPTS
-
     store.set("s", dict(LIVE, n=1))
     calls = _losing(store, monkeypatch, CONFLICT_ATTEMPTS)
     with pytest.raises(SessionConflict):

@@ -198,3 +198,16 @@ def test_a_response_that_read_the_session_is_private_even_without_a_cookie(web):
     assert "Set-Cookie" not in response.headers
     assert response.headers["Vary"] == "Cookie" and response.headers["Cache-Control"] == "private"
     assert "Vary" not in client.get("/plain").headers
+
+
+def test_a_copy_of_the_cookie_settings_keeps_every_attribute():
+    from peewee_sessions import SessionCookie
+
+    settings = SessionCookie(60, path="/app", domain="example.com", secure=False, httponly=False,
+                             samesite="Strict", partitioned=True, priority="High")
+    copy = settings.copy(120, True)
+    for slot in SessionCookie.__slots__:  # a slot added later and not copied fails here
+        if slot not in ("_max_age", "_expires", "_secure"):
+            assert getattr(copy, slot) == getattr(settings, slot), slot
+    assert (copy.max_age, copy.secure) == (120, True)
+    assert 119 < (copy.expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() <= 120
