@@ -10,7 +10,7 @@ instructions don't. Each variant runs in a child process under valgrind's callgr
              what every adapter does per request, without the web framework
     floor    the same request by hand: unsign the cookie, the store's SELECT, the JSON, its
              compare-and-set UPDATE, sign the cookie, the Set-Cookie header (bench/http_apps.py's
-             floor without Bottle)
+             floor_incr, which its floor app serves, here without Bottle)
 
 A variant is counted at 200 and at 200 + --requests requests; the difference over --requests is what
 one request costs, with the interpreter's start and imports taken out. --rev also counts the engine of
@@ -25,11 +25,14 @@ import subprocess
 import sys
 import tempfile
 
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+
 CHILD = r'''
-import datetime, json, sys, urllib.parse
-sys.path.insert(0, sys.argv[1])
+import sys, urllib.parse
+sys.path[:0] = [sys.argv[1], sys.argv[5]]  # the module to count, then bench/ (http_apps: the floor)
 import peewee
 import peewee_sessions as ps
+from http_apps import floor_incr
 
 variant, count, path = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 db = peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal", "synchronous": "off"})
@@ -38,8 +41,8 @@ engine = ps.SessionEngine(store, secret="a secret")
 sid = "x" * 32
 store.set(sid, {"cookie": {"originalMaxAge": 86400000, "expires": "2099-01-01T00:00:00.000Z",
                            "httpOnly": True, "path": "/", "sameSite": "lax"}, "n": 0})
-header = "connect.sid=" + urllib.parse.quote(ps.sign_session_id(sid, "a secret"), safe="")
-sql = store.dialect
+value = urllib.parse.quote(ps.sign_session_id(sid, "a secret"), safe="")
+header = "connect.sid=" + value
 
 def engine_request():
     session = engine.open(header, https=False)
@@ -48,20 +51,7 @@ def engine_request():
     engine.release(session)
 
 def floor_request():
-    value = ps._read_cookie(header, "connect.sid")
-    found = ps.unsign_session_id(value, ["a secret"])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    expires = now + datetime.timedelta(days=1)
-    cursor = db.connection().cursor()
-    cursor.execute(sql.get, (found, sql.db_time(now)))
-    row = cursor.fetchone()
-    n = json.loads(row[0])["n"] + 1
-    cookie = {"originalMaxAge": 86400000, "expires": ps._iso_z(expires), "httpOnly": True, "path": "/",
-              "sameSite": "lax"}
-    text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
-    cursor.execute(sql.replace_if_unchanged, (text, sql.db_time(expires), found, sql.db_time(now), row[0]))
-    signed = urllib.parse.quote(ps.sign_session_id(found, "a secret"), safe="")
-    return "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax" % (signed, ps._http_date(expires))
+    floor_incr(db, store.dialect, value, "a secret")
 
 request = engine_request if variant == "engine" else floor_request
 for _ in range(count):
@@ -73,7 +63,7 @@ def instructions(module_dir, variant, count):
     with tempfile.TemporaryDirectory() as scratch:
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", CHILD,
-             module_dir, variant, str(count), os.path.join(scratch, "sessions.sqlite")],
+             module_dir, variant, str(count), os.path.join(scratch, "sessions.sqlite"), BENCH_DIR],
             capture_output=True, text=True, check=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if not found:
@@ -82,7 +72,8 @@ def instructions(module_dir, variant, count):
 
 
 def per_request(module_dir, variant, requests):
-    return (instructions(module_dir, variant, 200 + requests) - instructions(module_dir, variant, 200)) / requests
+    more, base = instructions(module_dir, variant, 200 + requests), instructions(module_dir, variant, 200)
+    return (more - base) / requests
 
 
 def main():
@@ -92,7 +83,7 @@ def main():
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(BENCH_DIR)
     rows = [("floor", per_request(here, "floor", args.requests)),
             ("engine", per_request(here, "engine", args.requests))]
     if args.rev:
@@ -103,10 +94,10 @@ def main():
                 module.write(source)
             rows.append(("engine at %s" % args.rev, per_request(earlier, "engine", args.requests)))
     floor = rows[0][1]
-    print("| variant | instructions per /incr | × the floor's |")
+    print("| variant | instructions per /incr | vs the floor's |")
     print("|---|---:|---:|")
     for name, count in rows:
-        print("| %s | %.0f | %.2f |" % (name, count, count / floor))
+        print("| %s | %.0f | %.2fx |" % (name, count, count / floor))
 
 
 if __name__ == "__main__":

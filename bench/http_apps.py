@@ -179,38 +179,16 @@ def floor_app(db_url, table, secret="bench secret"):
     what the plugin costs beyond this is the price of those.
     """
     import bottle
-    from peewee_sessions import PeeweeSessionStore, _http_date, _iso_z, sign_session_id, unsign_session_id
+    from peewee_sessions import PeeweeSessionStore
 
     db = held_peewee_database(db_url)
     sql = PeeweeSessionStore(db, table_name=table, clear_interval=0).dialect  # also creates the table
-    one_day = datetime.timedelta(days=1)
     app = bottle.Bottle()
 
     @app.get("/incr")
     def incr():
-        sid = unsign_session_id(urllib.parse.unquote(bottle.request.get_cookie("connect.sid") or ""), [secret])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        expires = now + one_day
-        if db.is_closed():
-            db.connect()
-        cursor = db.connection().cursor()
-        row = None
-        if sid:
-            cursor.execute(sql.get, (sid, sql.db_time(now)))
-            row = cursor.fetchone()
-        n = (json.loads(row[0])["n"] if row else 0) + 1
-        cookie = {"originalMaxAge": 86400000, "expires": _iso_z(expires), "httpOnly": True, "path": "/",
-                  "sameSite": "lax"}
-        text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
-        if row:
-            cursor.execute(sql.replace_if_unchanged,
-                           (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
-        else:
-            sid = secrets.token_urlsafe(24)
-            cursor.execute(sql.set, sql.set_params(sid, text, sql.db_time(expires)))
-        signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
-        bottle.response.set_header("Set-Cookie", "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax"
-                                   % (signed, _http_date(expires)))
+        n, set_cookie = floor_incr(db, sql, bottle.request.get_cookie("connect.sid") or "", secret)
+        bottle.response.set_header("Set-Cookie", set_cookie)
         return str(n)
 
     @app.get("/hello")
@@ -218,6 +196,37 @@ def floor_app(db_url, table, secret="bench secret"):
         return "hello"
 
     return app
+
+
+def floor_incr(db, sql, cookie_value, secret):
+    """The floor's /incr on a peewee database and a store's dialect (its SQL), given the connect.sid cookie
+    as the browser sent it (URL-encoded): (the new counter, the Set-Cookie header's value).
+
+    Also what bench/engine_instructions.py counts as the floor, without a web framework.
+    """
+    from peewee_sessions import _http_date, _iso_z, sign_session_id, unsign_session_id
+
+    sid = unsign_session_id(urllib.parse.unquote(cookie_value), [secret])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    expires = now + datetime.timedelta(days=1)
+    if db.is_closed():
+        db.connect()
+    cursor = db.connection().cursor()
+    row = None
+    if sid:
+        cursor.execute(sql.get, (sid, sql.db_time(now)))
+        row = cursor.fetchone()
+    n = (json.loads(row[0])["n"] if row else 0) + 1
+    cookie = {"originalMaxAge": 86400000, "expires": _iso_z(expires), "httpOnly": True, "path": "/",
+              "sameSite": "lax"}
+    text = json.dumps({"cookie": cookie, "n": n}, separators=(",", ":"))
+    if row:
+        cursor.execute(sql.replace_if_unchanged, (text, sql.db_time(expires), sid, sql.db_time(now), row[0]))
+    else:
+        sid = secrets.token_urlsafe(24)
+        cursor.execute(sql.set, sql.set_params(sid, text, sql.db_time(expires)))
+    signed = urllib.parse.quote(sign_session_id(sid, secret), safe="")
+    return n, "connect.sid=%s; Path=/; Expires=%s; HttpOnly; SameSite=Lax" % (signed, _http_date(expires))
 
 
 def beaker_app(db_url, table, secret="bench secret"):

@@ -279,10 +279,15 @@ def run_wrk(port, mode, seconds, connections=CONNECTIONS):
     raise BenchError("wrk printed no result (exit %d):\n%s\n%s" % (done.returncode, done.stdout, done.stderr))
 
 
+def _count(result, route):
+    """Requests of the route in one wrk run: in hello mode each connection's first request is the /incr
+    that gets its cookie, so only /hello counts."""
+    return result["incr_n"] if route == "/incr" else result["hello_n"]
+
+
 def _turn_rps(result, route):
-    """Requests/s of one wrk run of the route (in hello mode only /hello counts); 0 when it served none."""
-    count = result["incr_n"] if route == "/incr" else result["hello_n"]
-    return count / result["duration_us"] * 1e6 if result["duration_us"] else 0.0
+    """Requests/s of one wrk run of the route; 0 when it served none."""
+    return _count(result, route) / result["duration_us"] * 1e6 if result["duration_us"] else 0.0
 
 
 def _merge(results, route):
@@ -308,8 +313,7 @@ def _errors(result):
 
 def _row(backend, app, route, result):
     seconds = result["duration_us"] / 1e6
-    # In hello mode each connection's first request is the /incr that gets its cookie: count /hello only.
-    count = result["incr_n"] if route == "/incr" else result["hello_n"]
+    count = _count(result, route)
     non_2xx, socket_errors = _errors(result)
     return {
         "database": backend,
